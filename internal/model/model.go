@@ -1,0 +1,301 @@
+// Package model is the one intermediate model between database rows and Envoy
+// protos: APIs, their resources and endpoints, deployments, applications, key
+// mappings, subscriptions and throttling policies.
+package model
+
+import (
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Sentinel validation errors; Validate joins them with the offending field.
+var (
+	ErrRequired     = errors.New("is required")
+	ErrInvalid      = errors.New("is invalid")
+	ErrUnknownValue = errors.New("has an unknown value")
+)
+
+// LifecycleStatus is an API's WSO2 lifecycle state.
+type LifecycleStatus string
+
+// WSO2's lifecycle states.
+const (
+	StatusCreated    LifecycleStatus = "CREATED"
+	StatusPrototyped LifecycleStatus = "PROTOTYPED"
+	StatusPublished  LifecycleStatus = "PUBLISHED"
+	StatusBlocked    LifecycleStatus = "BLOCKED"
+	StatusDeprecated LifecycleStatus = "DEPRECATED"
+	StatusRetired    LifecycleStatus = "RETIRED"
+)
+
+// Auth types of an operation, as WSO2 spells them.
+const (
+	AuthApplicationUser = "Application & Application User"
+	AuthApplication     = "Application"
+	AuthApplicationUsr  = "Application User"
+	AuthNone            = "None"
+)
+
+// Key types of an application's keys.
+const (
+	KeyTypeProduction = "PRODUCTION"
+	KeyTypeSandbox    = "SANDBOX"
+)
+
+// Subscription states, as WSO2 spells them.
+const (
+	SubUnblocked       = "UNBLOCKED"
+	SubBlocked         = "BLOCKED"
+	SubProdOnlyBlocked = "PROD_ONLY_BLOCKED"
+	SubOnHold          = "ON_HOLD"
+	SubRejected        = "REJECTED"
+)
+
+// DefaultEnvironment is the gateway environment that exists from the start.
+const DefaultEnvironment = "Default"
+
+// Endpoint is a backend URL.
+type Endpoint struct {
+	URL string `json:"url"`
+}
+
+// Operation is one resource of an API: a verb and a path template.
+type Operation struct {
+	Target           string   `json:"target"`
+	Verb             string   `json:"verb"`
+	AuthType         string   `json:"authType"`
+	ThrottlingPolicy string   `json:"throttlingPolicy"`
+	Scopes           []string `json:"scopes,omitempty"`
+}
+
+// Key identifies an operation inside its API ("GET /pets/{id}").
+func (o Operation) Key() string { return o.Verb + " " + o.Target }
+
+// Secured reports whether a call to the operation needs a credential.
+func (o Operation) Secured() bool { return o.AuthType != AuthNone }
+
+// API is an API definition as the publisher edits it, and as a revision
+// freezes it.
+type API struct {
+	ID          string          `json:"id"`
+	Name        string          `json:"name"`
+	Description string          `json:"description,omitempty"`
+	Context     string          `json:"context"`
+	Version     string          `json:"version"`
+	Provider    string          `json:"provider"`
+	Status      LifecycleStatus `json:"lifeCycleStatus"`
+	Production  *Endpoint       `json:"production,omitempty"`
+	Sandbox     *Endpoint       `json:"sandbox,omitempty"`
+	Operations  []Operation     `json:"operations"`
+	Policies    []string        `json:"policies,omitempty"`
+	Generation  int64           `json:"generation"`
+}
+
+// BasePath is the gateway path prefix of the API: {context}/{version}.
+func (a *API) BasePath() string {
+	return strings.TrimSuffix(a.Context, "/") + "/" + a.Version
+}
+
+var verbs = map[string]bool{"GET": true, "POST": true, "PUT": true, "DELETE": true, "PATCH": true, "HEAD": true, "OPTIONS": true}
+
+// Validate reports every problem with the API, each naming its field.
+func (a *API) Validate() error {
+	var errs []error
+	field := func(name string, err error) { errs = append(errs, fmt.Errorf("%s %w", name, err)) }
+	if strings.TrimSpace(a.Name) == "" {
+		field("name", ErrRequired)
+	}
+	if a.Version == "" {
+		field("version", ErrRequired)
+	} else if strings.ContainsAny(a.Version, "/ {}?#") {
+		field("version", ErrInvalid)
+	}
+	switch {
+	case a.Context == "":
+		field("context", ErrRequired)
+	case !strings.HasPrefix(a.Context, "/") || strings.ContainsAny(a.Context, " {}?#") || strings.Contains(a.Context, "//") || a.Context == "/":
+		field("context", ErrInvalid)
+	}
+	if a.Production == nil && a.Sandbox == nil {
+		field("endpointConfig", ErrRequired)
+	}
+	for name, ep := range map[string]*Endpoint{"production_endpoints": a.Production, "sandbox_endpoints": a.Sandbox} {
+		if ep == nil {
+			continue
+		}
+		if err := ValidateEndpointURL(ep.URL); err != nil {
+			field("endpointConfig."+name+".url", err)
+		}
+	}
+	seen := map[string]bool{}
+	for i, op := range a.Operations {
+		prefix := fmt.Sprintf("operations[%d].", i)
+		if !verbs[op.Verb] {
+			field(prefix+"verb", ErrUnknownValue)
+		}
+		if err := ValidatePathTemplate(op.Target); err != nil {
+			field(prefix+"target", err)
+		}
+		switch op.AuthType {
+		case AuthApplicationUser, AuthApplication, AuthApplicationUsr, AuthNone:
+		default:
+			field(prefix+"authType", ErrUnknownValue)
+		}
+		if seen[op.Key()] {
+			field(prefix+"target", fmt.Errorf("%w: duplicate %s", ErrInvalid, op.Key()))
+		}
+		seen[op.Key()] = true
+	}
+	return errors.Join(errs...)
+}
+
+// ValidateEndpointURL checks that u is an absolute http(s) URL with a host.
+func ValidateEndpointURL(u string) error {
+	if u == "" {
+		return ErrRequired
+	}
+	p, err := url.Parse(u)
+	if err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Hostname() == "" || p.RawQuery != "" || p.Fragment != "" {
+		return fmt.Errorf("%w: want an absolute http or https URL without query, got %q", ErrInvalid, u)
+	}
+	return nil
+}
+
+// ValidatePathTemplate checks a WSO2/OpenAPI path template: it starts with a
+// slash and each {param} is a whole segment named with letters, digits or _.
+// A trailing "/*" matches any rest of the path.
+func ValidatePathTemplate(t string) error {
+	if t == "" {
+		return ErrRequired
+	}
+	if !strings.HasPrefix(t, "/") {
+		return fmt.Errorf("%w: %q must start with /", ErrInvalid, t)
+	}
+	segs := strings.Split(t[1:], "/")
+	for i, s := range segs {
+		switch {
+		case s == "*" && i == len(segs)-1:
+		case strings.HasPrefix(s, "{") && strings.HasSuffix(s, "}"):
+			name := s[1 : len(s)-1]
+			if name == "" || strings.IndexFunc(name, func(r rune) bool {
+				return !(r == '_' || r == '-' || r == '.' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9')
+			}) >= 0 {
+				return fmt.Errorf("%w: bad parameter %q in %q", ErrInvalid, s, t)
+			}
+		case strings.ContainsAny(s, "{}*?#% \t"):
+			return fmt.Errorf("%w: bad segment %q in %q", ErrInvalid, s, t)
+		}
+	}
+	return nil
+}
+
+// Deployment is one API revision deployed to one gateway environment.
+type Deployment struct {
+	APIID       string    `json:"apiId"`
+	RevisionID  string    `json:"revisionId"`
+	Environment string    `json:"environment"`
+	VHost       string    `json:"vhost"`
+	DeployedAt  time.Time `json:"deployedAt"`
+	API         API       `json:"api"` // the revision's frozen definition
+}
+
+// Application is a devportal application.
+type Application struct {
+	ID               string `json:"id"`
+	Name             string `json:"name"`
+	Owner            string `json:"owner"`
+	ThrottlingPolicy string `json:"throttlingPolicy"`
+	TokenType        string `json:"tokenType"`
+	Status           string `json:"status"`
+	Generation       int64  `json:"generation"`
+}
+
+// KeyMapping ties an OAuth client to an application and a key type.
+type KeyMapping struct {
+	ID            string `json:"id"`
+	ApplicationID string `json:"applicationId"`
+	KeyType       string `json:"keyType"`
+	ConsumerKey   string `json:"consumerKey"`
+	KeyManager    string `json:"keyManager"`
+	Generation    int64  `json:"generation"`
+}
+
+// Subscription is an application's subscription to an API at a tier.
+type Subscription struct {
+	ID               string `json:"id"`
+	ApplicationID    string `json:"applicationId"`
+	APIID            string `json:"apiId"`
+	ThrottlingPolicy string `json:"throttlingPolicy"`
+	Status           string `json:"status"`
+	Generation       int64  `json:"generation"`
+}
+
+// Policy levels.
+const (
+	LevelSubscription = "subscription"
+	LevelApplication  = "application"
+	LevelAPI          = "api"
+)
+
+// Policy is a throttling policy: a request count per unit time, or
+// unlimited when RequestCount is 0.
+type Policy struct {
+	Level            string `json:"level"`
+	Name             string `json:"name"`
+	DisplayName      string `json:"displayName,omitempty"`
+	Description      string `json:"description,omitempty"`
+	RequestCount     int64  `json:"requestCount"`
+	UnitTime         int64  `json:"unitTime"`
+	TimeUnit         string `json:"timeUnit"`
+	StopOnQuotaReach bool   `json:"stopOnQuotaReach"`
+	BillingPlan      string `json:"billingPlan,omitempty"`
+	Generation       int64  `json:"generation"`
+}
+
+// Unlimited reports whether the policy never limits.
+func (p *Policy) Unlimited() bool { return p.RequestCount <= 0 }
+
+// Window is the length of the policy's counting window.
+func (p *Policy) Window() time.Duration {
+	d, ok := timeUnits[p.TimeUnit]
+	if !ok {
+		return 0
+	}
+	return d * time.Duration(p.UnitTime)
+}
+
+var timeUnits = map[string]time.Duration{
+	"sec": time.Second, "min": time.Minute, "hour": time.Hour, "day": 24 * time.Hour,
+}
+
+// Validate reports every problem with the policy, each naming its field.
+func (p *Policy) Validate() error {
+	var errs []error
+	if p.Name == "" {
+		errs = append(errs, fmt.Errorf("policyName %w", ErrRequired))
+	}
+	if p.RequestCount < 0 {
+		errs = append(errs, fmt.Errorf("defaultLimit.requestCount.requestCount %w: must not be negative", ErrInvalid))
+	}
+	if _, ok := timeUnits[p.TimeUnit]; !ok {
+		errs = append(errs, fmt.Errorf("defaultLimit.requestCount.timeUnit %w: want sec, min, hour or day", ErrUnknownValue))
+	}
+	if p.UnitTime <= 0 {
+		errs = append(errs, fmt.Errorf("defaultLimit.requestCount.unitTime %w: must be at least 1", ErrInvalid))
+	}
+	return errors.Join(errs...)
+}
+
+// GatewayState is everything a gateway sidecar needs for one environment:
+// the full state it loads at start, before applying events.
+type GatewayState struct {
+	Environment   string         `json:"environment"`
+	Deployments   []Deployment   `json:"deployments"`
+	Applications  []Application  `json:"applications"`
+	KeyMappings   []KeyMapping   `json:"keyMappings"`
+	Subscriptions []Subscription `json:"subscriptions"`
+	Policies      []Policy       `json:"policies"`
+}
