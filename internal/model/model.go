@@ -299,3 +299,21 @@ type GatewayState struct {
 	Subscriptions []Subscription `json:"subscriptions"`
 	Policies      []Policy       `json:"policies"`
 }
+
+// Principal is who a verified access token speaks for.
+type Principal struct {
+	Subject   string    // the user, or the client id for an application token
+	ClientID  string    // the OAuth client (consumer key) the token was issued to
+	Scopes    []string  // granted scopes
+	ExpiresAt time.Time // token expiry
+}
+
+// HasScope reports whether the principal was granted scope.
+func (p *Principal) HasScope(scope string) bool {
+	for _, s := range p.Scopes {
+		if s == scope {
+			return true
+		}
+	}
+	return false
+}
