@@ -33,8 +33,8 @@ func Append(ctx context.Context, tx pgx.Tx, ev Event) error {
 	return nil
 }
 
-// Key is the Kafka message key of the event: the entity id, except that a
-// deployment is keyed by its API so that an API's changes stay in order.
+// Key is the Kafka message key of the event: the entity id. A deployment
+// event's id is its API's id, so an API's changes stay in one partition, in order.
 func (e Event) Key() string {
 	return e.ID
 }
