@@ -1,0 +1,52 @@
+# apim: `make run` starts the whole system; `make test` runs every test tier.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/apim
+
+# Tiers by package: unit tests need no services; integration tests start a
+# private PostgreSQL and Kafka (embedded and Apache); e2e runs real Envoy in
+# front of the real binary.
+UNIT_PKGS := ./internal/config/... ./internal/model/... ./internal/certs/... ./internal/runner/... \
+	./xds/... ./envoy/... ./authz/... ./ratelimit/... ./gwstate/...
+INTEGRATION_PKGS := ./internal/pgcluster/... ./internal/migrate/... ./internal/events/... \
+	./internal/store/... ./keymgr/... ./portal/... ./internal/app/...
+E2E_PKGS := ./e2e/...
+
+.PHONY: all build run test test-unit test-integration test-e2e deps envoy kafka-jars lint bench clean
+
+all: build
+
+build:
+	$(GO) build -o $(BIN) ./cmd/apim
+
+deps:
+	@scripts/deps.sh
+
+envoy:
+	@scripts/get-envoy.sh >/dev/null
+
+kafka-jars:
+	@scripts/kafka-jars.sh >/dev/null
+
+run: deps envoy build
+	@scripts/run.sh
+
+test: test-unit test-integration test-e2e
+
+test-unit: envoy
+	$(GO) test -race -count=1 $(UNIT_PKGS)
+
+test-integration: deps kafka-jars
+	$(GO) test -count=1 -p 2 $(INTEGRATION_PKGS)
+
+test-e2e: deps envoy kafka-jars
+	$(GO) test -count=1 -timeout 20m $(E2E_PKGS)
+
+bench: envoy
+	$(GO) test -run '^$$' -bench . -benchmem ./authz/... ./ratelimit/... ./gwstate/... ./xds/...
+
+lint:
+	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0 run ./...
+
+clean:
+	rm -rf bin .cache/envoy/dl

@@ -1,0 +1,301 @@
+// Package config loads apim's configuration: defaults, then a YAML file decoded
+// strictly (unknown keys are errors), then APIM_* environment variables, then
+// Validate, whose messages name the offending key.
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"reflect"
+	"strconv"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// Profiles.
+const (
+	ProfileAllInOne       = "all-in-one"
+	ProfileControlPlane   = "control-plane"
+	ProfileGateway        = "gateway"
+	ProfileTrafficManager = "traffic-manager"
+)
+
+// Config is the whole configuration of one apim process.
+type Config struct {
+	Profile    string     `yaml:"profile"`
+	DataDir    string     `yaml:"data_dir"`
+	Log        Log        `yaml:"log"`
+	Database   Database   `yaml:"database"`
+	Kafka      Kafka      `yaml:"kafka"`
+	HTTP       HTTP       `yaml:"http"`
+	Ops        Ops        `yaml:"ops"`
+	XDS        XDS        `yaml:"xds"`
+	Gateway    Gateway    `yaml:"gateway"`
+	KeyManager KeyManager `yaml:"key_manager"`
+	Admin      Admin      `yaml:"admin"`
+}
+
+// Log configures the JSON logs.
+type Log struct {
+	Level string `yaml:"level"`
+}
+
+// Database locates the API-manager and shared databases. With both URLs empty
+// the all-in-one profile runs a private PostgreSQL cluster under data_dir.
+type Database struct {
+	APIMURL     string `yaml:"apim_url"`
+	SharedURL   string `yaml:"shared_url"`
+	PrivatePort int    `yaml:"private_port"`
+}
+
+// Kafka locates the brokers. With none configured the all-in-one profile
+// runs an embedded Kafka-protocol broker on embedded_address.
+type Kafka struct {
+	Brokers         []string `yaml:"brokers"`
+	EmbeddedAddress string   `yaml:"embedded_address"`
+	Partitions      int      `yaml:"partitions"`
+}
+
+// HTTP is the HTTPS listener of the portals, REST APIs and key manager.
+type HTTP struct {
+	Address  string `yaml:"address"`
+	BaseURL  string `yaml:"base_url"`
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+}
+
+// Ops is the plain-HTTP listener for /healthz, /readyz and /metrics.
+type Ops struct {
+	Address string `yaml:"address"`
+}
+
+// XDS is the control plane's ADS gRPC server.
+type XDS struct {
+	Address string `yaml:"address"`
+}
+
+// Gateway configures the sidecar beside Envoy and the listener Envoy serves.
+type Gateway struct {
+	Environment       string `yaml:"environment"`
+	SidecarAddress    string `yaml:"sidecar_address"`
+	ListenerPort      int    `yaml:"listener_port"`
+	ControlPlaneURL   string `yaml:"control_plane_url"`
+	ControlPlaneCA    string `yaml:"control_plane_ca"`
+	Token             string `yaml:"token"`
+	RateLimitFailOpen bool   `yaml:"rate_limit_fail_open"`
+}
+
+// KeyManager configures the resident key manager.
+type KeyManager struct {
+	Issuer         string        `yaml:"issuer"`
+	AccessTokenTTL time.Duration `yaml:"access_token_ttl"`
+}
+
+// Admin is the administrator created on first start.
+type Admin struct {
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+}
+
+// Default returns the configuration used where nothing else is said.
+func Default() Config {
+	return Config{
+		Profile:  ProfileAllInOne,
+		DataDir:  ".data",
+		Log:      Log{Level: "info"},
+		Database: Database{PrivatePort: 5439},
+		Kafka:    Kafka{EmbeddedAddress: "127.0.0.1:9092", Partitions: 6},
+		HTTP:     HTTP{Address: "0.0.0.0:9443", BaseURL: "https://localhost:9443"},
+		Ops:      Ops{Address: "127.0.0.1:9401"},
+		XDS:      XDS{Address: "127.0.0.1:18000"},
+		Gateway: Gateway{
+			Environment:       "Default",
+			SidecarAddress:    "127.0.0.1:18001",
+			ListenerPort:      8280,
+			ControlPlaneURL:   "https://localhost:9443",
+			RateLimitFailOpen: true,
+		},
+		KeyManager: KeyManager{Issuer: "https://localhost:9443/oauth2/token", AccessTokenTTL: time.Hour},
+		Admin:      Admin{Username: "admin"},
+	}
+}
+
+// Load builds the configuration from the defaults, the YAML document in r (may
+// be nil) and the environment (as os.Environ gives it).
+func Load(r io.Reader, environ []string) (Config, error) {
+	c := Default()
+	if r != nil {
+		data, err := io.ReadAll(r)
+		if err != nil {
+			return c, fmt.Errorf("read config: %w", err)
+		}
+		if len(bytes.TrimSpace(data)) > 0 {
+			dec := yaml.NewDecoder(bytes.NewReader(data))
+			dec.KnownFields(true)
+			if err := dec.Decode(&c); err != nil {
+				return c, fmt.Errorf("config file: %w", err)
+			}
+		}
+	}
+	if err := overlay(reflect.ValueOf(&c).Elem(), "APIM", envMap(environ)); err != nil {
+		return c, err
+	}
+	return c, c.Validate()
+}
+
+// LoadFile is Load with the named file; an empty name means no file.
+func LoadFile(name string, environ []string) (Config, error) {
+	if name == "" {
+		return Load(nil, environ)
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return Default(), fmt.Errorf("config file: %w", err)
+	}
+	defer f.Close()
+	return Load(f, environ)
+}
+
+func envMap(environ []string) map[string]string {
+	m := make(map[string]string, len(environ))
+	for _, kv := range environ {
+		if k, v, ok := strings.Cut(kv, "="); ok && strings.HasPrefix(k, "APIM_") {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// overlay sets every field whose variable (APIM_SECTION_KEY, from the yaml
+// tags) is present in env.
+func overlay(v reflect.Value, prefix string, env map[string]string) error {
+	t := v.Type()
+	for i := range t.NumField() {
+		f, fv := t.Field(i), v.Field(i)
+		tag := f.Tag.Get("yaml")
+		name := prefix + "_" + strings.ToUpper(tag)
+		if f.Type.Kind() == reflect.Struct {
+			if err := overlay(fv, name, env); err != nil {
+				return err
+			}
+			continue
+		}
+		raw, ok := env[name]
+		if !ok {
+			continue
+		}
+		if err := setField(fv, raw); err != nil {
+			return fmt.Errorf("%s: %w", name, err)
+		}
+	}
+	return nil
+}
+
+func setField(fv reflect.Value, raw string) error {
+	switch fv.Interface().(type) {
+	case string:
+		fv.SetString(raw)
+	case int:
+		n, err := strconv.Atoi(raw)
+		if err != nil {
+			return fmt.Errorf("want a whole number, got %q", raw)
+		}
+		fv.SetInt(int64(n))
+	case bool:
+		b, err := strconv.ParseBool(raw)
+		if err != nil {
+			return fmt.Errorf("want true or false, got %q", raw)
+		}
+		fv.SetBool(b)
+	case time.Duration:
+		d, err := time.ParseDuration(raw)
+		if err != nil {
+			return fmt.Errorf("want a duration such as 30s, got %q", raw)
+		}
+		fv.SetInt(int64(d))
+	case []string:
+		var list []string
+		for _, s := range strings.Split(raw, ",") {
+			if s = strings.TrimSpace(s); s != "" {
+				list = append(list, s)
+			}
+		}
+		fv.Set(reflect.ValueOf(list))
+	default:
+		return fmt.Errorf("unsupported type %s", fv.Type())
+	}
+	return nil
+}
+
+// Validate reports every invalid key, by its YAML name.
+func (c *Config) Validate() error {
+	var errs []error
+	bad := func(key, format string, args ...any) {
+		errs = append(errs, fmt.Errorf("%s: %s", key, fmt.Sprintf(format, args...)))
+	}
+	switch c.Profile {
+	case ProfileAllInOne, ProfileControlPlane, ProfileGateway, ProfileTrafficManager:
+	default:
+		bad("profile", "unknown profile %q (want all-in-one, control-plane, gateway or traffic-manager)", c.Profile)
+	}
+	if c.DataDir == "" {
+		bad("data_dir", "is required")
+	}
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		bad("log.level", "unknown level %q (want debug, info, warn or error)", c.Log.Level)
+	}
+	needsDB := c.Profile == ProfileControlPlane
+	if needsDB && (c.Database.APIMURL == "" || c.Database.SharedURL == "") {
+		bad("database.apim_url", "the %s profile needs database.apim_url and database.shared_url", c.Profile)
+	}
+	if (c.Database.APIMURL == "") != (c.Database.SharedURL == "") {
+		bad("database.shared_url", "set both database.apim_url and database.shared_url, or neither")
+	}
+	if c.Profile != ProfileAllInOne && len(c.Kafka.Brokers) == 0 {
+		bad("kafka.brokers", "the %s profile needs at least one broker", c.Profile)
+	}
+	if c.Kafka.Partitions < 1 {
+		bad("kafka.partitions", "must be at least 1")
+	}
+	for key, addr := range map[string]string{
+		"http.address": c.HTTP.Address, "ops.address": c.Ops.Address, "xds.address": c.XDS.Address,
+		"gateway.sidecar_address": c.Gateway.SidecarAddress, "kafka.embedded_address": c.Kafka.EmbeddedAddress,
+	} {
+		if _, _, err := net.SplitHostPort(addr); err != nil {
+			bad(key, "want host:port, got %q", addr)
+		}
+	}
+	if (c.HTTP.CertFile == "") != (c.HTTP.KeyFile == "") {
+		bad("http.key_file", "set both http.cert_file and http.key_file, or neither")
+	}
+	if c.Gateway.ListenerPort < 1 || c.Gateway.ListenerPort > 65535 {
+		bad("gateway.listener_port", "must be a port number, got %d", c.Gateway.ListenerPort)
+	}
+	if c.Gateway.Environment == "" {
+		bad("gateway.environment", "is required")
+	}
+	if c.Profile == ProfileGateway && c.Gateway.Token == "" {
+		bad("gateway.token", "the gateway profile needs the token that the control plane's gateway.token also holds")
+	}
+	if c.KeyManager.Issuer == "" {
+		bad("key_manager.issuer", "is required")
+	}
+	if c.KeyManager.AccessTokenTTL < time.Minute {
+		bad("key_manager.access_token_ttl", "must be at least 1m")
+	}
+	if c.Admin.Username == "" {
+		bad("admin.username", "is required")
+	}
+	if c.Admin.Password == "" && c.Profile == ProfileControlPlane {
+		bad("admin.password", "the control-plane profile needs an admin password (APIM_ADMIN_PASSWORD)")
+	}
+	return errors.Join(errs...)
+}

@@ -1,0 +1,102 @@
+// Package ops serves what operators probe on every profile: /healthz (the
+// process is up), /readyz (every part has finished starting) and Prometheus
+// /metrics.
+package ops
+
+import (
+	"context"
+	"errors"
+	"net"
+	"net/http"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+)
+
+// Readiness collects the parts that must report ready before /readyz does.
+type Readiness struct {
+	mu      sync.Mutex
+	pending map[string]bool
+}
+
+// NewReadiness returns a Readiness waiting for the named parts.
+func NewReadiness(parts ...string) *Readiness {
+	r := &Readiness{pending: map[string]bool{}}
+	for _, p := range parts {
+		r.pending[p] = true
+	}
+	return r
+}
+
+// Ready marks a part ready.
+func (r *Readiness) Ready(part string) {
+	r.mu.Lock()
+	delete(r.pending, part)
+	r.mu.Unlock()
+}
+
+// Pending lists the parts not yet ready, sorted.
+func (r *Readiness) Pending() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for p := range r.pending {
+		out = append(out, p)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// NewRegistry returns a registry with the Go and process collectors.
+func NewRegistry() *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return reg
+}
+
+// Handler serves /healthz, /readyz and /metrics.
+func Handler(ready *Readiness, reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("ok\n"))
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
+		if p := ready.Pending(); len(p) > 0 {
+			http.Error(w, "waiting for: "+strings.Join(p, ", "), http.StatusServiceUnavailable)
+			return
+		}
+		w.Write([]byte("ok\n"))
+	})
+	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	return mux
+}
+
+// Serve serves h on l until ctx is done, then shuts down gracefully.
+func Serve(ctx context.Context, srv *http.Server, l net.Listener, tlsOn bool) error {
+	errc := make(chan error, 1)
+	go func() {
+		var err error
+		if tlsOn {
+			err = srv.ServeTLS(l, "", "")
+		} else {
+			err = srv.Serve(l)
+		}
+		errc <- err
+	}()
+	select {
+	case err := <-errc:
+		if errors.Is(err, http.ErrServerClosed) {
+			return nil
+		}
+		return err
+	case <-ctx.Done():
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		return srv.Shutdown(sctx)
+	}
+}
