@@ -1,0 +1,225 @@
+package events
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/segmentio/kafka-go"
+)
+
+// tailMaxWait bounds how long a fetch waits on an idle partition. Fetches
+// return as soon as a message arrives (MinBytes 1), so this mostly bounds
+// how fast a reader notices a broker it lost; it is kept small because an
+// event should reach every gateway promptly.
+const tailMaxWait = 100 * time.Millisecond
+
+// TailConfig configures a Tail.
+type TailConfig struct {
+	Brokers []string
+	Topic   string
+	Logger  zerolog.Logger
+}
+
+// Tail reads a broadcast topic, such as TopicNotifications, in which every
+// instance (each gateway, each xDS server) needs every event.
+//
+// It uses no consumer group: a group would split the partitions between the
+// instances, while each of them needs all of them. Nor does it commit
+// offsets: an instance rebuilds its state from PostgreSQL when it starts, so
+// it only needs the events from that moment on. Mark records the end of
+// every partition before that load, and Run reads from there, so nothing
+// written in between is missed; an event that the load already saw comes
+// again and is dropped by its Generation.
+type Tail struct {
+	cfg     TailConfig
+	mu      sync.Mutex
+	marks   map[int]int64 // partition → next offset to read
+	skipped atomic.Uint64
+}
+
+// NewTail checks cfg and returns a tail; call Mark, load the state, then Run.
+func NewTail(cfg TailConfig) (*Tail, error) {
+	if len(cfg.Brokers) == 0 {
+		return nil, errors.New("tail: no Kafka brokers")
+	}
+	if cfg.Topic == "" {
+		return nil, errors.New("tail: no topic")
+	}
+	return &Tail{cfg: cfg}, nil
+}
+
+// Skipped counts the malformed messages Run has skipped.
+func (t *Tail) Skipped() uint64 { return t.skipped.Load() }
+
+// Mark records the current end offset of every partition of the topic. Call
+// it before loading the full state from the database.
+func (t *Tail) Mark(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	transport := &kafka.Transport{ClientID: "apim-tail"}
+	defer transport.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(t.cfg.Brokers...), Timeout: 10 * time.Second, Transport: transport}
+	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{t.cfg.Topic}})
+	if err != nil {
+		return fmt.Errorf("tail %s: metadata: %w", t.cfg.Topic, err)
+	}
+	if len(md.Topics) != 1 || md.Topics[0].Error != nil {
+		var terr error
+		if len(md.Topics) == 1 {
+			terr = md.Topics[0].Error
+		}
+		return fmt.Errorf("tail %s: topic not found: %w", t.cfg.Topic, errors.Join(terr, kafka.UnknownTopicOrPartition))
+	}
+	var reqs []kafka.OffsetRequest
+	for _, p := range md.Topics[0].Partitions {
+		reqs = append(reqs, kafka.LastOffsetOf(p.ID))
+	}
+	res, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{t.cfg.Topic: reqs}})
+	if err != nil {
+		return fmt.Errorf("tail %s: list offsets: %w", t.cfg.Topic, err)
+	}
+	marks := make(map[int]int64, len(reqs))
+	for _, po := range res.Topics[t.cfg.Topic] {
+		if po.Error != nil {
+			return fmt.Errorf("tail %s: offset of partition %d: %w", t.cfg.Topic, po.Partition, po.Error)
+		}
+		marks[po.Partition] = po.LastOffset
+	}
+	if len(marks) != len(reqs) {
+		return fmt.Errorf("tail %s: offsets of %d of %d partitions", t.cfg.Topic, len(marks), len(reqs))
+	}
+	t.mu.Lock()
+	t.marks = marks
+	t.mu.Unlock()
+	return nil
+}
+
+// Run reads every partition from the marked offsets (marking now if Mark was
+// not called) and calls handle with each event, from one goroutine at a time,
+// in order within a partition. A message that is not a valid Event is logged,
+// counted in Skipped and passed over. Run returns nil when ctx is done, and
+// handle's error if it returns one: return nil from handle to go on.
+// Broker outages are logged and retried.
+func (t *Tail) Run(ctx context.Context, handle func(context.Context, Event) error) error {
+	t.mu.Lock()
+	marks := t.marks
+	t.mu.Unlock()
+	if marks == nil {
+		if err := t.Mark(ctx); err != nil {
+			return err
+		}
+		t.mu.Lock()
+		marks = t.marks
+		t.mu.Unlock()
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	msgs := make(chan kafka.Message, 64)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel() // runs before wg.Wait
+	for p, off := range marks {
+		wg.Go(func() { t.readPartition(ctx, p, off, msgs) })
+	}
+	for {
+		var m kafka.Message
+		select {
+		case <-ctx.Done():
+			return nil
+		case m = <-msgs:
+		}
+		ev, err := decode(m.Value)
+		if err != nil {
+			t.skipped.Add(1)
+			t.cfg.Logger.Error().Err(err).Str("topic", m.Topic).Int("partition", m.Partition).
+				Int64("offset", m.Offset).Msg("skipping malformed event")
+			continue
+		}
+		if err := handle(ctx, ev); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("handle %s event %s (generation %d): %w", ev.Kind, ev.ID, ev.Generation, err)
+		}
+	}
+}
+
+// readPartition sends the messages of one partition, from offset on, to msgs
+// until ctx is done. A failing reader is replaced at the next offset.
+func (t *Tail) readPartition(ctx context.Context, partition int, offset int64, msgs chan<- kafka.Message) {
+	log := t.cfg.Logger.With().Str("topic", t.cfg.Topic).Int("partition", partition).Logger()
+	failures := 0
+	for ctx.Err() == nil {
+		r := kafka.NewReader(kafka.ReaderConfig{
+			Brokers:        t.cfg.Brokers,
+			Topic:          t.cfg.Topic,
+			Partition:      partition,
+			MinBytes:       1,
+			MaxBytes:       10 << 20,
+			MaxWait:        tailMaxWait,
+			ReadBackoffMin: 50 * time.Millisecond,
+			ReadBackoffMax: time.Second,
+			Logger:         kafkaLogger{log, zerolog.DebugLevel},
+			ErrorLogger:    kafkaLogger{log, zerolog.WarnLevel},
+		})
+		if err := r.SetOffset(offset); err != nil {
+			r.Close()
+			log.Error().Err(err).Int64("offset", offset).Msg("set reader offset")
+			return
+		}
+		for {
+			m, err := r.ReadMessage(ctx)
+			if err != nil {
+				break
+			}
+			failures = 0
+			offset = m.Offset + 1
+			select {
+			case msgs <- m:
+			case <-ctx.Done():
+			}
+		}
+		r.Close()
+		if ctx.Err() != nil {
+			return
+		}
+		failures++
+		d := backoff(failures)
+		log.Warn().Int64("offset", offset).Dur("retry_in", d).Msg("partition reader failed; restarting it")
+		if !sleep(ctx, d) {
+			return
+		}
+	}
+}
+
+// decode parses and checks an Event envelope.
+func decode(b []byte) (Event, error) {
+	var ev Event
+	if err := json.Unmarshal(b, &ev); err != nil {
+		return Event{}, fmt.Errorf("decode event: %w", err)
+	}
+	var errs []error
+	if ev.SchemaVersion != SchemaVersion {
+		errs = append(errs, fmt.Errorf("schemaVersion %d, want %d", ev.SchemaVersion, SchemaVersion))
+	}
+	if ev.Kind == "" {
+		errs = append(errs, errors.New("no kind"))
+	}
+	if ev.Op != OpUpsert && ev.Op != OpDelete {
+		errs = append(errs, fmt.Errorf("op %q", ev.Op))
+	}
+	if ev.ID == "" {
+		errs = append(errs, errors.New("no id"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return Event{}, fmt.Errorf("invalid event: %w", err)
+	}
+	return ev, nil
+}

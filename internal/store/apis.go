@@ -1,0 +1,371 @@
+package store
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/apim-dev/apim/internal/events"
+	"github.com/apim-dev/apim/internal/model"
+)
+
+// ListAPIsOptions selects a page of APIs.
+type ListAPIsOptions struct {
+	Limit    int                     // at most this many; 0 means 25
+	Offset   int                     // skip this many
+	Statuses []model.LifecycleStatus // only these states; empty means all
+}
+
+// CreateAPI stores a new API and appends its api event. An empty ID gets a
+// fresh UUID, an empty status CREATED.
+func (s *Store) CreateAPI(ctx context.Context, api model.API) (*model.API, error) {
+	if api.ID == "" {
+		api.ID = newID()
+	}
+	if api.Status == "" {
+		api.Status = model.StatusCreated
+	}
+	if err := checkAPI(&api); err != nil {
+		return nil, err
+	}
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if err := checkPolicies(ctx, tx, model.LevelSubscription, api.Policies); err != nil {
+			return err
+		}
+		err := tx.QueryRow(ctx, `
+			INSERT INTO apis (id, name, description, context, version, provider, lifecycle_status, policies)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING generation`,
+			api.ID, api.Name, api.Description, api.Context, api.Version, api.Provider, string(api.Status), nonNil(api.Policies),
+		).Scan(&api.Generation)
+		if err != nil {
+			return apiWriteError(&api, err)
+		}
+		if err := writeAPIChildren(ctx, tx, &api); err != nil {
+			return err
+		}
+		return emit(ctx, tx, events.KindAPI, events.OpUpsert, api.ID, "", api.Generation, api)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create api %s %s: %w", api.Name, api.Version, err)
+	}
+	return &api, nil
+}
+
+// UpdateAPI replaces the definition of an existing API (not its provider nor
+// its lifecycle status) and appends its api event.
+func (s *Store) UpdateAPI(ctx context.Context, api model.API) (*model.API, error) {
+	if !validID(api.ID) {
+		return nil, notFound("api %q does not exist", api.ID)
+	}
+	var out *model.API
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var status, provider string
+		err := tx.QueryRow(ctx, `SELECT lifecycle_status, provider FROM apis WHERE id = $1 FOR UPDATE`, api.ID).Scan(&status, &provider)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return notFound("api %s does not exist", api.ID)
+		}
+		if err != nil {
+			return fmt.Errorf("lock api: %w", err)
+		}
+		api.Status, api.Provider = model.LifecycleStatus(status), provider
+		if err := checkAPI(&api); err != nil {
+			return err
+		}
+		if err := checkPolicies(ctx, tx, model.LevelSubscription, api.Policies); err != nil {
+			return err
+		}
+		err = tx.QueryRow(ctx, `
+			UPDATE apis SET name = $2, description = $3, context = $4, version = $5, policies = $6,
+				generation = nextval('generation_seq'), updated_at = now()
+			WHERE id = $1 RETURNING generation`,
+			api.ID, api.Name, api.Description, api.Context, api.Version, nonNil(api.Policies),
+		).Scan(&api.Generation)
+		if err != nil {
+			return apiWriteError(&api, err)
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM api_endpoints WHERE api_id = $1`, api.ID); err != nil {
+			return fmt.Errorf("clear endpoints: %w", err)
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM api_resources WHERE api_id = $1`, api.ID); err != nil {
+			return fmt.Errorf("clear resources: %w", err)
+		}
+		if err := writeAPIChildren(ctx, tx, &api); err != nil {
+			return err
+		}
+		out = &api
+		return emit(ctx, tx, events.KindAPI, events.OpUpsert, api.ID, "", api.Generation, api)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("update api %s: %w", api.ID, err)
+	}
+	return out, nil
+}
+
+// DeleteAPI removes an API with its revisions, deployments and
+// subscriptions, appending a delete event for each of them.
+func (s *Store) DeleteAPI(ctx context.Context, id string) error {
+	if !validID(id) {
+		return notFound("api %q does not exist", id)
+	}
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, `SELECT environment, revision_id FROM api_deployments WHERE api_id = $1`, id)
+		if err != nil {
+			return fmt.Errorf("list deployments: %w", err)
+		}
+		deps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (model.Deployment, error) {
+			d := model.Deployment{APIID: id}
+			return d, r.Scan(&d.Environment, &d.RevisionID)
+		})
+		if err != nil {
+			return fmt.Errorf("list deployments: %w", err)
+		}
+		rows, err = tx.Query(ctx, `SELECT id, application_id FROM subscriptions WHERE api_id = $1`, id)
+		if err != nil {
+			return fmt.Errorf("list subscriptions: %w", err)
+		}
+		subs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (model.Subscription, error) {
+			sub := model.Subscription{APIID: id}
+			return sub, r.Scan(&sub.ID, &sub.ApplicationID)
+		})
+		if err != nil {
+			return fmt.Errorf("list subscriptions: %w", err)
+		}
+		tag, err := tx.Exec(ctx, `DELETE FROM apis WHERE id = $1`, id)
+		if err != nil {
+			return fmt.Errorf("delete: %w", err)
+		}
+		if tag.RowsAffected() == 0 {
+			return notFound("api %s does not exist", id)
+		}
+		for _, d := range deps {
+			if err := emitDelete(ctx, tx, events.KindDeployment, id, d.Environment, d); err != nil {
+				return err
+			}
+		}
+		for _, sub := range subs {
+			if err := emitDelete(ctx, tx, events.KindSubscription, sub.ID, "", sub); err != nil {
+				return err
+			}
+		}
+		return emitDelete(ctx, tx, events.KindAPI, id, "", model.API{ID: id})
+	})
+	if err != nil {
+		return fmt.Errorf("delete api %s: %w", id, err)
+	}
+	return nil
+}
+
+// emitDelete appends a delete event with a fresh generation.
+func emitDelete(ctx context.Context, tx pgx.Tx, kind events.Kind, id, env string, data any) error {
+	gen, err := nextGeneration(ctx, tx)
+	if err != nil {
+		return err
+	}
+	return emit(ctx, tx, kind, events.OpDelete, id, env, gen, data)
+}
+
+// GetAPI loads one API.
+func (s *Store) GetAPI(ctx context.Context, id string) (*model.API, error) {
+	api, err := getAPI(ctx, s.pool, id, false)
+	if err != nil {
+		return nil, fmt.Errorf("get api %s: %w", id, err)
+	}
+	return api, nil
+}
+
+// ListAPIs returns a page of APIs ordered by name and version, and the
+// number of APIs that match in all.
+func (s *Store) ListAPIs(ctx context.Context, opts ListAPIsOptions) ([]model.API, int, error) {
+	if opts.Limit <= 0 {
+		opts.Limit = 25
+	}
+	if opts.Offset < 0 {
+		opts.Offset = 0
+	}
+	statuses := make([]string, 0, len(opts.Statuses))
+	for _, st := range opts.Statuses {
+		statuses = append(statuses, string(st))
+	}
+	var total int
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM apis WHERE cardinality($1::text[]) = 0 OR lifecycle_status = ANY($1)`,
+		statuses).Scan(&total); err != nil {
+		return nil, 0, fmt.Errorf("count apis: %w", err)
+	}
+	apis, err := loadAPIs(ctx, s.pool, `WHERE cardinality($1::text[]) = 0 OR lifecycle_status = ANY($1)
+		ORDER BY name, version, id LIMIT $2 OFFSET $3`, statuses, opts.Limit, opts.Offset)
+	if err != nil {
+		return nil, 0, fmt.Errorf("list apis: %w", err)
+	}
+	return apis, total, nil
+}
+
+// checkAPI validates a's fields, returning ErrInvalid naming each problem.
+func checkAPI(a *model.API) error {
+	if err := a.Validate(); err != nil {
+		return invalid("%s", joinLines(err))
+	}
+	if a.Provider == "" {
+		return invalid("provider is required")
+	}
+	return nil
+}
+
+// joinLines turns an errors.Join into one line.
+func joinLines(err error) string {
+	return strings.ReplaceAll(err.Error(), "\n", "; ")
+}
+
+// checkPolicies requires every name to exist at level.
+func checkPolicies(ctx context.Context, q querier, level string, names []string) error {
+	if len(names) == 0 {
+		return nil
+	}
+	rows, err := q.Query(ctx, `SELECT name FROM throttling_policies WHERE level = $1 AND name = ANY($2)`, level, names)
+	if err != nil {
+		return fmt.Errorf("check policies: %w", err)
+	}
+	found, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return fmt.Errorf("check policies: %w", err)
+	}
+	have := map[string]bool{}
+	for _, n := range found {
+		have[n] = true
+	}
+	var missing []string
+	for _, n := range names {
+		if !have[n] {
+			missing = append(missing, n)
+		}
+	}
+	if len(missing) > 0 {
+		return invalid("policies: no %s throttling policy named %s", level, strings.Join(missing, ", "))
+	}
+	return nil
+}
+
+func apiWriteError(a *model.API, err error) error {
+	code, constraint := pgCode(err)
+	if code == uniqueViolation {
+		if strings.Contains(constraint, "context") {
+			return conflict("an API with context %s and version %s already exists", a.Context, a.Version)
+		}
+		return conflict("an API named %s with version %s already exists", a.Name, a.Version)
+	}
+	return fmt.Errorf("write api row: %w", err)
+}
+
+func writeAPIChildren(ctx context.Context, tx pgx.Tx, a *model.API) error {
+	for kind, ep := range map[string]*model.Endpoint{"production": a.Production, "sandbox": a.Sandbox} {
+		if ep == nil {
+			continue
+		}
+		if _, err := tx.Exec(ctx, `INSERT INTO api_endpoints (api_id, kind, url) VALUES ($1, $2, $3)`, a.ID, kind, ep.URL); err != nil {
+			return fmt.Errorf("write %s endpoint: %w", kind, err)
+		}
+	}
+	for i, op := range a.Operations {
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO api_resources (api_id, position, verb, target, auth_type, throttling_policy, scopes)
+			VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+			a.ID, i, op.Verb, op.Target, op.AuthType, op.ThrottlingPolicy, nonNil(op.Scopes)); err != nil {
+			return fmt.Errorf("write operation %s: %w", op.Key(), err)
+		}
+	}
+	return nil
+}
+
+// getAPI loads one API, locking its row when forUpdate.
+func getAPI(ctx context.Context, q querier, id string, forUpdate bool) (*model.API, error) {
+	if !validID(id) {
+		return nil, notFound("api %q does not exist", id)
+	}
+	where := `WHERE id = $1`
+	if forUpdate {
+		where += ` FOR UPDATE`
+	}
+	apis, err := loadAPIs(ctx, q, where, id)
+	if err != nil {
+		return nil, err
+	}
+	if len(apis) == 0 {
+		return nil, notFound("api %s does not exist", id)
+	}
+	return &apis[0], nil
+}
+
+// loadAPIs loads the APIs selected by the SQL tail (WHERE/ORDER/LIMIT) with
+// their endpoints and operations.
+func loadAPIs(ctx context.Context, q querier, tail string, args ...any) ([]model.API, error) {
+	rows, err := q.Query(ctx, `SELECT id, name, description, context, version, provider, lifecycle_status, policies, generation FROM apis `+tail, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query apis: %w", err)
+	}
+	apis, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (model.API, error) {
+		var a model.API
+		var status string
+		err := r.Scan(&a.ID, &a.Name, &a.Description, &a.Context, &a.Version, &a.Provider, &status, &a.Policies, &a.Generation)
+		a.Status = model.LifecycleStatus(status)
+		a.Operations = []model.Operation{}
+		return a, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("scan apis: %w", err)
+	}
+	if len(apis) == 0 {
+		return apis, nil
+	}
+	ids := make([]string, len(apis))
+	byID := make(map[string]*model.API, len(apis))
+	for i := range apis {
+		ids[i] = apis[i].ID
+		byID[apis[i].ID] = &apis[i]
+	}
+	rows, err = q.Query(ctx, `SELECT api_id, kind, url FROM api_endpoints WHERE api_id = ANY($1::uuid[])`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("query endpoints: %w", err)
+	}
+	var apiID, kind, url string
+	_, err = pgx.ForEachRow(rows, []any{&apiID, &kind, &url}, func() error {
+		a := byID[apiID]
+		if kind == "production" {
+			a.Production = &model.Endpoint{URL: url}
+		} else {
+			a.Sandbox = &model.Endpoint{URL: url}
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("scan endpoints: %w", err)
+	}
+	rows, err = q.Query(ctx, `SELECT api_id, verb, target, auth_type, throttling_policy, scopes
+		FROM api_resources WHERE api_id = ANY($1::uuid[]) ORDER BY api_id, position`, ids)
+	if err != nil {
+		return nil, fmt.Errorf("query resources: %w", err)
+	}
+	var op model.Operation
+	_, err = pgx.ForEachRow(rows, []any{&apiID, &op.Verb, &op.Target, &op.AuthType, &op.ThrottlingPolicy, &op.Scopes}, func() error {
+		a := byID[apiID]
+		o := op
+		o.Scopes = nil
+		if len(op.Scopes) > 0 {
+			o.Scopes = append([]string(nil), op.Scopes...)
+		}
+		a.Operations = append(a.Operations, o)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("scan resources: %w", err)
+	}
+	return apis, nil
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}

@@ -1,0 +1,237 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/apim-dev/apim/internal/events"
+	"github.com/apim-dev/apim/internal/model"
+)
+
+// ResidentKeyManager is the name of the built-in key manager.
+const ResidentKeyManager = "Resident Key Manager"
+
+// Application is a devportal application with the fields only the portal
+// shows.
+type Application struct {
+	model.Application
+	Description string
+}
+
+// RegisterFunc creates an OAuth client inside tx, the transaction that also
+// writes the key mapping, and returns its credentials.
+type RegisterFunc func(ctx context.Context, tx pgx.Tx) (clientID, secret string, err error)
+
+// CreateApplication stores a new application and appends its event. Its
+// throttling policy must exist at application level; an owner's application
+// names are unique.
+func (s *Store) CreateApplication(ctx context.Context, app Application) (*Application, error) {
+	if app.ID == "" {
+		app.ID = newID()
+	}
+	if app.TokenType == "" {
+		app.TokenType = "JWT"
+	}
+	if app.Status == "" {
+		app.Status = "APPROVED"
+	}
+	var errs []string
+	if strings.TrimSpace(app.Name) == "" {
+		errs = append(errs, "name is required")
+	}
+	if app.Owner == "" {
+		errs = append(errs, "owner is required")
+	}
+	if app.ThrottlingPolicy == "" {
+		errs = append(errs, "throttlingPolicy is required")
+	}
+	if len(errs) > 0 {
+		return nil, invalid("%s", strings.Join(errs, "; "))
+	}
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if err := checkPolicies(ctx, tx, model.LevelApplication, []string{app.ThrottlingPolicy}); err != nil {
+			return invalid("throttlingPolicy: no application throttling policy named %s", app.ThrottlingPolicy)
+		}
+		err := tx.QueryRow(ctx, `
+			INSERT INTO applications (id, name, owner, description, throttling_policy, token_type, status)
+			VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING generation`,
+			app.ID, app.Name, app.Owner, app.Description, app.ThrottlingPolicy, app.TokenType, app.Status).Scan(&app.Generation)
+		if code, _ := pgCode(err); code == uniqueViolation {
+			return conflict("an application named %s already exists", app.Name)
+		}
+		if err != nil {
+			return fmt.Errorf("write application: %w", err)
+		}
+		return emit(ctx, tx, events.KindApplication, events.OpUpsert, app.ID, "", app.Generation, app.Application)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create application %s: %w", app.Name, err)
+	}
+	return &app, nil
+}
+
+// GetApplication loads an application. A non-empty owner restricts the
+// lookup to that owner's: anyone else's is ErrNotFound, as if absent.
+func (s *Store) GetApplication(ctx context.Context, id, owner string) (*Application, error) {
+	app, err := getApplication(ctx, s.pool, id, owner, false)
+	if err != nil {
+		return nil, fmt.Errorf("get application %s: %w", id, err)
+	}
+	return app, nil
+}
+
+// ListApplications returns an owner's applications by name; an empty owner
+// returns everyone's.
+func (s *Store) ListApplications(ctx context.Context, owner string) ([]Application, error) {
+	apps, err := loadApplications(ctx, s.pool, `WHERE $1 = '' OR owner = $1 ORDER BY name, id`, owner)
+	if err != nil {
+		return nil, fmt.Errorf("list applications of %q: %w", owner, err)
+	}
+	return apps, nil
+}
+
+// DeleteApplication removes an owner's application with its key mappings
+// and subscriptions, appending a delete event for each.
+func (s *Store) DeleteApplication(ctx context.Context, id, owner string) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := getApplication(ctx, tx, id, owner, true); err != nil {
+			return err
+		}
+		keys, err := loadKeyMappings(ctx, tx, `WHERE application_id = $1`, id)
+		if err != nil {
+			return err
+		}
+		subs, err := loadSubscriptions(ctx, tx, `WHERE application_id = $1`, id)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM applications WHERE id = $1`, id); err != nil {
+			return fmt.Errorf("delete: %w", err)
+		}
+		for _, k := range keys {
+			if err := emitDelete(ctx, tx, events.KindKeyMapping, k.ID, "", k); err != nil {
+				return err
+			}
+		}
+		for _, sub := range subs {
+			if err := emitDelete(ctx, tx, events.KindSubscription, sub.ID, "", sub); err != nil {
+				return err
+			}
+		}
+		return emitDelete(ctx, tx, events.KindApplication, id, "", model.Application{ID: id, Owner: owner})
+	})
+	if err != nil {
+		return fmt.Errorf("delete application %s: %w", id, err)
+	}
+	return nil
+}
+
+func getApplication(ctx context.Context, q querier, id, owner string, forUpdate bool) (*Application, error) {
+	if !validID(id) {
+		return nil, notFound("application %q does not exist", id)
+	}
+	tail := `WHERE id = $1 AND ($2 = '' OR owner = $2)`
+	if forUpdate {
+		tail += ` FOR UPDATE`
+	}
+	apps, err := loadApplications(ctx, q, tail, id, owner)
+	if err != nil {
+		return nil, err
+	}
+	if len(apps) == 0 {
+		return nil, notFound("application %s does not exist", id)
+	}
+	return &apps[0], nil
+}
+
+func loadApplications(ctx context.Context, q querier, tail string, args ...any) ([]Application, error) {
+	rows, err := q.Query(ctx, `SELECT id, name, owner, description, throttling_policy, token_type, status, generation
+		FROM applications `+tail, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query applications: %w", err)
+	}
+	apps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Application, error) {
+		var a Application
+		return a, r.Scan(&a.ID, &a.Name, &a.Owner, &a.Description, &a.ThrottlingPolicy, &a.TokenType, &a.Status, &a.Generation)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("scan applications: %w", err)
+	}
+	return apps, nil
+}
+
+// CreateKeyMapping generates keys of one type for an owner's application:
+// register creates the OAuth client in the same transaction, then the key
+// mapping row and its event are written. It returns the mapping and the
+// client secret, which is never stored in clear. ErrConflict when the
+// application already has keys of that type.
+func (s *Store) CreateKeyMapping(ctx context.Context, appID, owner, keyType string, register RegisterFunc) (*model.KeyMapping, string, error) {
+	if keyType != model.KeyTypeProduction && keyType != model.KeyTypeSandbox {
+		return nil, "", invalid("keyType must be %s or %s", model.KeyTypeProduction, model.KeyTypeSandbox)
+	}
+	var km *model.KeyMapping
+	var secret string
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := getApplication(ctx, tx, appID, owner, true); err != nil {
+			return err
+		}
+		var exists bool
+		if err := tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM key_mappings WHERE application_id = $1 AND key_type = $2 AND key_manager = $3)`,
+			appID, keyType, ResidentKeyManager).Scan(&exists); err != nil {
+			return fmt.Errorf("check keys: %w", err)
+		}
+		if exists {
+			return conflict("application %s already has %s keys", appID, keyType)
+		}
+		clientID, sec, err := register(ctx, tx)
+		if err != nil {
+			return fmt.Errorf("register oauth client: %w", err)
+		}
+		km = &model.KeyMapping{ID: newID(), ApplicationID: appID, KeyType: keyType, ConsumerKey: clientID, KeyManager: ResidentKeyManager}
+		err = tx.QueryRow(ctx, `INSERT INTO key_mappings (id, application_id, key_type, key_manager, consumer_key)
+			VALUES ($1, $2, $3, $4, $5) RETURNING generation`,
+			km.ID, appID, keyType, ResidentKeyManager, clientID).Scan(&km.Generation)
+		if code, _ := pgCode(err); code == uniqueViolation {
+			return conflict("application %s already has %s keys", appID, keyType)
+		}
+		if err != nil {
+			return fmt.Errorf("write key mapping: %w", err)
+		}
+		secret = sec
+		return emit(ctx, tx, events.KindKeyMapping, events.OpUpsert, km.ID, "", km.Generation, km)
+	})
+	if err != nil {
+		return nil, "", fmt.Errorf("generate %s keys of application %s: %w", keyType, appID, err)
+	}
+	return km, secret, nil
+}
+
+// ListKeyMappings returns an owner's application's key mappings.
+func (s *Store) ListKeyMappings(ctx context.Context, appID, owner string) ([]model.KeyMapping, error) {
+	if _, err := getApplication(ctx, s.pool, appID, owner, false); err != nil {
+		return nil, fmt.Errorf("list keys of application %s: %w", appID, err)
+	}
+	keys, err := loadKeyMappings(ctx, s.pool, `WHERE application_id = $1 ORDER BY key_type`, appID)
+	if err != nil {
+		return nil, fmt.Errorf("list keys of application %s: %w", appID, err)
+	}
+	return keys, nil
+}
+
+func loadKeyMappings(ctx context.Context, q querier, tail string, args ...any) ([]model.KeyMapping, error) {
+	rows, err := q.Query(ctx, `SELECT id, application_id, key_type, consumer_key, key_manager, generation FROM key_mappings `+tail, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query key mappings: %w", err)
+	}
+	keys, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (model.KeyMapping, error) {
+		var k model.KeyMapping
+		return k, r.Scan(&k.ID, &k.ApplicationID, &k.KeyType, &k.ConsumerKey, &k.KeyManager, &k.Generation)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("scan key mappings: %w", err)
+	}
+	return keys, nil
+}

@@ -1,0 +1,264 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/apim-dev/apim/internal/events"
+	"github.com/apim-dev/apim/internal/model"
+)
+
+// SubscriptionFilter selects subscriptions; empty fields match all.
+type SubscriptionFilter struct {
+	ApplicationID string
+	APIID         string
+	Owner         string // only subscriptions of this owner's applications
+}
+
+// CreateSubscription subscribes an owner's application to an API at a tier
+// and appends its event. The API must be PUBLISHED or PROTOTYPED and offer
+// the tier; a second subscription of the same pair is ErrConflict.
+func (s *Store) CreateSubscription(ctx context.Context, sub model.Subscription, owner string) (*model.Subscription, error) {
+	if sub.ID == "" {
+		sub.ID = newID()
+	}
+	if sub.Status == "" {
+		sub.Status = model.SubUnblocked
+	}
+	var errs []string
+	if sub.ApplicationID == "" {
+		errs = append(errs, "applicationId is required")
+	}
+	if sub.APIID == "" {
+		errs = append(errs, "apiId is required")
+	}
+	if sub.ThrottlingPolicy == "" {
+		errs = append(errs, "throttlingPolicy is required")
+	}
+	if len(errs) > 0 {
+		return nil, invalid("%s", strings.Join(errs, "; "))
+	}
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := getApplication(ctx, tx, sub.ApplicationID, owner, true); err != nil {
+			return err
+		}
+		api, err := getAPI(ctx, tx, sub.APIID, false)
+		if err != nil {
+			return err
+		}
+		if api.Status != model.StatusPublished && api.Status != model.StatusPrototyped {
+			return invalid("api %s is %s; only PUBLISHED or PROTOTYPED APIs can be subscribed to", api.ID, api.Status)
+		}
+		if !slices.Contains(api.Policies, sub.ThrottlingPolicy) {
+			return invalid("throttlingPolicy %q is not offered by api %s; offered: %s", sub.ThrottlingPolicy, api.ID, strings.Join(api.Policies, ", "))
+		}
+		err = tx.QueryRow(ctx, `INSERT INTO subscriptions (id, application_id, api_id, throttling_policy, status)
+			VALUES ($1, $2, $3, $4, $5) RETURNING generation`,
+			sub.ID, sub.ApplicationID, sub.APIID, sub.ThrottlingPolicy, sub.Status).Scan(&sub.Generation)
+		if code, _ := pgCode(err); code == uniqueViolation {
+			return conflict("application %s is already subscribed to api %s", sub.ApplicationID, sub.APIID)
+		}
+		if err != nil {
+			return fmt.Errorf("write subscription: %w", err)
+		}
+		return emit(ctx, tx, events.KindSubscription, events.OpUpsert, sub.ID, "", sub.Generation, sub)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("subscribe application %s to api %s: %w", sub.ApplicationID, sub.APIID, err)
+	}
+	return &sub, nil
+}
+
+// GetSubscription loads a subscription; a non-empty owner restricts it to
+// that owner's applications.
+func (s *Store) GetSubscription(ctx context.Context, id, owner string) (*model.Subscription, error) {
+	sub, err := getSubscription(ctx, s.pool, id, owner, false)
+	if err != nil {
+		return nil, fmt.Errorf("get subscription %s: %w", id, err)
+	}
+	return sub, nil
+}
+
+// ListSubscriptions returns the subscriptions that match f.
+func (s *Store) ListSubscriptions(ctx context.Context, f SubscriptionFilter) ([]model.Subscription, error) {
+	for _, id := range []string{f.ApplicationID, f.APIID} {
+		if id != "" && !validID(id) {
+			return []model.Subscription{}, nil
+		}
+	}
+	subs, err := loadSubscriptions(ctx, s.pool, `
+		WHERE ($1 = '' OR application_id::text = $1) AND ($2 = '' OR api_id::text = $2)
+		AND ($3 = '' OR application_id IN (SELECT id FROM applications WHERE owner = $3))
+		ORDER BY created_at, id`, f.ApplicationID, f.APIID, f.Owner)
+	if err != nil {
+		return nil, fmt.Errorf("list subscriptions: %w", err)
+	}
+	return subs, nil
+}
+
+// DeleteSubscription removes a subscription of an owner's application and
+// appends its delete event.
+func (s *Store) DeleteSubscription(ctx context.Context, id, owner string) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		sub, err := getSubscription(ctx, tx, id, owner, true)
+		if err != nil {
+			return err
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM subscriptions WHERE id = $1`, id); err != nil {
+			return fmt.Errorf("delete: %w", err)
+		}
+		return emitDelete(ctx, tx, events.KindSubscription, id, "", sub)
+	})
+	if err != nil {
+		return fmt.Errorf("delete subscription %s: %w", id, err)
+	}
+	return nil
+}
+
+func getSubscription(ctx context.Context, q querier, id, owner string, forUpdate bool) (*model.Subscription, error) {
+	if !validID(id) {
+		return nil, notFound("subscription %q does not exist", id)
+	}
+	tail := `WHERE id = $1 AND ($2 = '' OR application_id IN (SELECT id FROM applications WHERE owner = $2))`
+	if forUpdate {
+		tail += ` FOR UPDATE`
+	}
+	subs, err := loadSubscriptions(ctx, q, tail, id, owner)
+	if err != nil {
+		return nil, err
+	}
+	if len(subs) == 0 {
+		return nil, notFound("subscription %s does not exist", id)
+	}
+	return &subs[0], nil
+}
+
+func loadSubscriptions(ctx context.Context, q querier, tail string, args ...any) ([]model.Subscription, error) {
+	rows, err := q.Query(ctx, `SELECT id, application_id, api_id, throttling_policy, status, generation FROM subscriptions `+tail, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query subscriptions: %w", err)
+	}
+	subs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (model.Subscription, error) {
+		var sub model.Subscription
+		return sub, r.Scan(&sub.ID, &sub.ApplicationID, &sub.APIID, &sub.ThrottlingPolicy, &sub.Status, &sub.Generation)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("scan subscriptions: %w", err)
+	}
+	return subs, nil
+}
+
+// PolicyEventID is the event id of a policy: level and name.
+func PolicyEventID(level, name string) string { return level + ":" + name }
+
+// CreatePolicy stores a throttling policy and appends its event.
+func (s *Store) CreatePolicy(ctx context.Context, p model.Policy) (*model.Policy, error) {
+	if err := p.Validate(); err != nil {
+		return nil, invalid("%s", joinLines(err))
+	}
+	switch p.Level {
+	case model.LevelSubscription, model.LevelApplication, model.LevelAPI:
+	default:
+		return nil, invalid("level %q is unknown: want subscription, application or api", p.Level)
+	}
+	if p.DisplayName == "" {
+		p.DisplayName = p.Name
+	}
+	if p.BillingPlan == "" {
+		p.BillingPlan = "FREE"
+	}
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		err := tx.QueryRow(ctx, `INSERT INTO throttling_policies
+			(level, name, display_name, description, request_count, unit_time, time_unit, stop_on_quota_reach, billing_plan)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING generation`,
+			p.Level, p.Name, p.DisplayName, p.Description, p.RequestCount, p.UnitTime, p.TimeUnit, p.StopOnQuotaReach, p.BillingPlan,
+		).Scan(&p.Generation)
+		if code, _ := pgCode(err); code == uniqueViolation {
+			return conflict("a %s throttling policy named %s already exists", p.Level, p.Name)
+		}
+		if err != nil {
+			return fmt.Errorf("write policy: %w", err)
+		}
+		return emit(ctx, tx, events.KindPolicy, events.OpUpsert, PolicyEventID(p.Level, p.Name), "", p.Generation, p)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("create %s policy %s: %w", p.Level, p.Name, err)
+	}
+	return &p, nil
+}
+
+// GetPolicy loads one throttling policy.
+func (s *Store) GetPolicy(ctx context.Context, level, name string) (*model.Policy, error) {
+	ps, err := loadPolicies(ctx, s.pool, `WHERE level = $1 AND name = $2`, level, name)
+	if err != nil {
+		return nil, fmt.Errorf("get %s policy %s: %w", level, name, err)
+	}
+	if len(ps) == 0 {
+		return nil, fmt.Errorf("get %s policy %s: %w", level, name, notFound("%s throttling policy %s does not exist", level, name))
+	}
+	return &ps[0], nil
+}
+
+// ListPolicies returns the throttling policies of a level by name; an empty
+// level returns all.
+func (s *Store) ListPolicies(ctx context.Context, level string) ([]model.Policy, error) {
+	ps, err := loadPolicies(ctx, s.pool, `WHERE $1 = '' OR level = $1 ORDER BY level, name`, level)
+	if err != nil {
+		return nil, fmt.Errorf("list %s policies: %w", level, err)
+	}
+	return ps, nil
+}
+
+func loadPolicies(ctx context.Context, q querier, tail string, args ...any) ([]model.Policy, error) {
+	rows, err := q.Query(ctx, `SELECT level, name, display_name, description, request_count, unit_time, time_unit,
+		stop_on_quota_reach, billing_plan, generation FROM throttling_policies `+tail, args...)
+	if err != nil {
+		return nil, fmt.Errorf("query policies: %w", err)
+	}
+	ps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (model.Policy, error) {
+		var p model.Policy
+		return p, r.Scan(&p.Level, &p.Name, &p.DisplayName, &p.Description, &p.RequestCount, &p.UnitTime, &p.TimeUnit,
+			&p.StopOnQuotaReach, &p.BillingPlan, &p.Generation)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("scan policies: %w", err)
+	}
+	return ps, nil
+}
+
+// GatewayState loads, in one consistent snapshot, everything a gateway of
+// an environment needs: its deployments and all applications, key mappings,
+// subscriptions and policies.
+func (s *Store) GatewayState(ctx context.Context, environment string) (*model.GatewayState, error) {
+	st := &model.GatewayState{Environment: environment}
+	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
+		var err error
+		if st.Deployments, err = deployments(ctx, tx, environment); err != nil {
+			return err
+		}
+		apps, err := loadApplications(ctx, tx, `ORDER BY id`)
+		if err != nil {
+			return err
+		}
+		st.Applications = make([]model.Application, len(apps))
+		for i, a := range apps {
+			st.Applications[i] = a.Application
+		}
+		if st.KeyMappings, err = loadKeyMappings(ctx, tx, `ORDER BY id`); err != nil {
+			return err
+		}
+		if st.Subscriptions, err = loadSubscriptions(ctx, tx, `ORDER BY id`); err != nil {
+			return err
+		}
+		st.Policies, err = loadPolicies(ctx, tx, `ORDER BY level, name`)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("gateway state of %s: %w", environment, err)
+	}
+	return st, nil
+}

@@ -1,0 +1,343 @@
+package portal
+
+import (
+	"context"
+	"net/http"
+	"strings"
+
+	"github.com/go-chi/chi/v5"
+	"github.com/jackc/pgx/v5"
+
+	"github.com/apim-dev/apim/internal/model"
+	"github.com/apim-dev/apim/internal/store"
+)
+
+// Devportal scopes. Browsing published APIs needs no token, as in WSO2; a
+// token, when sent, must be valid and grant apim:subscribe or apim:api_view.
+var (
+	scopesDevAPIs = []string{"apim:subscribe", "apim:api_view"}
+	scopesApps    = []string{"apim:app_manage", "apim:subscribe"}
+	scopesSubs    = []string{"apim:sub_manage", "apim:subscribe"}
+)
+
+// visible are the states the devportal shows.
+var visible = []model.LifecycleStatus{model.StatusPublished, model.StatusPrototyped}
+
+func (p *Portal) devportalRoutes(r chi.Router) {
+	r.Get("/openapi.yaml", serveDoc(devportalDoc))
+	r.With(p.authn(true, scopesDevAPIs)).Get("/apis", p.devListAPIs)
+	r.With(p.authn(true, scopesDevAPIs)).Get("/apis/{apiId}", p.devGetAPI)
+	r.With(p.authorize(scopesApps...)).Post("/applications", p.createApplication)
+	r.With(p.authorize(scopesApps...)).Get("/applications", p.listApplications)
+	r.With(p.authorize(scopesApps...)).Get("/applications/{applicationId}", p.getApplication)
+	r.With(p.authorize(scopesApps...)).Delete("/applications/{applicationId}", p.deleteApplication)
+	r.With(p.authorize(scopesApps...)).Post("/applications/{applicationId}/generate-keys", p.generateKeys)
+	r.With(p.authorize(scopesSubs...)).Post("/subscriptions", p.createSubscription)
+	r.With(p.authorize(scopesSubs...)).Get("/subscriptions", p.listSubscriptions)
+	r.With(p.authorize(scopesSubs...)).Delete("/subscriptions/{subscriptionId}", p.deleteSubscription)
+}
+
+// devAPIDTO is the devportal's APIDTO (and APIInfoDTO in lists).
+type devAPIDTO struct {
+	ID                 string   `json:"id"`
+	Name               string   `json:"name"`
+	Description        string   `json:"description"`
+	Context            string   `json:"context"`
+	Version            string   `json:"version"`
+	Provider           string   `json:"provider"`
+	LifeCycleStatus    string   `json:"lifeCycleStatus"`
+	ThrottlingPolicies []string `json:"throttlingPolicies"`
+}
+
+func toDevAPIDTO(a *model.API) devAPIDTO {
+	pol := a.Policies
+	if pol == nil {
+		pol = []string{}
+	}
+	return devAPIDTO{
+		ID: a.ID, Name: a.Name, Description: a.Description, Context: a.Context, Version: a.Version,
+		Provider: a.Provider, LifeCycleStatus: string(a.Status), ThrottlingPolicies: pol,
+	}
+}
+
+func (p *Portal) devListAPIs(w http.ResponseWriter, r *http.Request) {
+	limit, offset, problems := pageParams(r)
+	if len(problems) > 0 {
+		badRequest(w, problems)
+		return
+	}
+	apis, total, err := p.store.ListAPIs(r.Context(), store.ListAPIsOptions{Limit: limit, Offset: offset, Statuses: visible})
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	out := make([]devAPIDTO, 0, len(apis))
+	for i := range apis {
+		out = append(out, toDevAPIDTO(&apis[i]))
+	}
+	l := newList(out)
+	l.Pagination = pagination(DevportalBase+"/apis", limit, offset, total)
+	writeJSON(w, http.StatusOK, l)
+}
+
+func (p *Portal) devGetAPI(w http.ResponseWriter, r *http.Request) {
+	id := chi.URLParam(r, "apiId")
+	api, err := p.store.GetAPI(r.Context(), id)
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	if api.Status != model.StatusPublished && api.Status != model.StatusPrototyped {
+		writeError(w, http.StatusNotFound, "api "+id+" does not exist")
+		return
+	}
+	writeJSON(w, http.StatusOK, toDevAPIDTO(api))
+}
+
+// applicationDTO is WSO2's ApplicationDTO.
+type applicationDTO struct {
+	ApplicationID    string `json:"applicationId,omitempty"`
+	Name             string `json:"name"`
+	ThrottlingPolicy string `json:"throttlingPolicy"`
+	Description      string `json:"description"`
+	TokenType        string `json:"tokenType,omitempty"`
+	Status           string `json:"status,omitempty"`
+	Owner            string `json:"owner,omitempty"`
+}
+
+func toApplicationDTO(a *store.Application) applicationDTO {
+	return applicationDTO{
+		ApplicationID: a.ID, Name: a.Name, ThrottlingPolicy: a.ThrottlingPolicy, Description: a.Description,
+		TokenType: a.TokenType, Status: a.Status, Owner: a.Owner,
+	}
+}
+
+func (p *Portal) createApplication(w http.ResponseWriter, r *http.Request) {
+	var in applicationDTO
+	if !p.decodeJSON(w, r, &in) {
+		return
+	}
+	var problems []string
+	if strings.TrimSpace(in.Name) == "" {
+		problems = append(problems, "name is required")
+	}
+	if in.ThrottlingPolicy == "" {
+		problems = append(problems, "throttlingPolicy is required")
+	}
+	switch in.TokenType {
+	case "", "JWT":
+	default:
+		problems = append(problems, "tokenType "+in.TokenType+" is not supported; only JWT")
+	}
+	if in.ApplicationID != "" || in.Status != "" || in.Owner != "" {
+		problems = append(problems, "applicationId, status and owner are read-only")
+	}
+	if len(problems) > 0 {
+		badRequest(w, problems)
+		return
+	}
+	app, err := p.store.CreateApplication(r.Context(), store.Application{
+		Application: model.Application{Name: strings.TrimSpace(in.Name), Owner: subject(r), ThrottlingPolicy: in.ThrottlingPolicy, TokenType: "JWT"},
+		Description: in.Description,
+	})
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Location", DevportalBase+"/applications/"+app.ID)
+	writeJSON(w, http.StatusCreated, toApplicationDTO(app))
+}
+
+func (p *Portal) listApplications(w http.ResponseWriter, r *http.Request) {
+	apps, err := p.store.ListApplications(r.Context(), subject(r))
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	out := make([]applicationDTO, 0, len(apps))
+	for i := range apps {
+		out = append(out, toApplicationDTO(&apps[i]))
+	}
+	writeJSON(w, http.StatusOK, newList(out))
+}
+
+func (p *Portal) getApplication(w http.ResponseWriter, r *http.Request) {
+	app, err := p.store.GetApplication(r.Context(), chi.URLParam(r, "applicationId"), subject(r))
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toApplicationDTO(app))
+}
+
+func (p *Portal) deleteApplication(w http.ResponseWriter, r *http.Request) {
+	if err := p.store.DeleteApplication(r.Context(), chi.URLParam(r, "applicationId"), subject(r)); err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+// keyGenerateRequest is WSO2's ApplicationKeyGenerateRequestDTO.
+type keyGenerateRequest struct {
+	KeyType                 string         `json:"keyType"`
+	KeyManager              string         `json:"keyManager"`
+	GrantTypesToBeSupported []string       `json:"grantTypesToBeSupported"`
+	CallbackURL             string         `json:"callbackUrl"`
+	Scopes                  []string       `json:"scopes"`
+	ValidityTime            string         `json:"validityTime"`
+	AdditionalProperties    map[string]any `json:"additionalProperties"`
+}
+
+// applicationKeyDTO is WSO2's ApplicationKeyDTO.
+type applicationKeyDTO struct {
+	KeyMappingID        string   `json:"keyMappingId"`
+	KeyManager          string   `json:"keyManager"`
+	ConsumerKey         string   `json:"consumerKey"`
+	ConsumerSecret      string   `json:"consumerSecret"`
+	SupportedGrantTypes []string `json:"supportedGrantTypes"`
+	CallbackURL         *string  `json:"callbackUrl"`
+	KeyState            string   `json:"keyState"`
+	KeyType             string   `json:"keyType"`
+	Mode                string   `json:"mode"`
+	Token               *string  `json:"token"`
+}
+
+var grantTypes = map[string]bool{
+	"client_credentials": true, "password": true, "refresh_token": true, "authorization_code": true,
+	"urn:ietf:params:oauth:grant-type:jwt-bearer": true, "urn:ietf:params:oauth:grant-type:device_code": true,
+}
+
+func (p *Portal) generateKeys(w http.ResponseWriter, r *http.Request) {
+	var in keyGenerateRequest
+	if !p.decodeJSON(w, r, &in) {
+		return
+	}
+	var problems []string
+	switch in.KeyType {
+	case "":
+		problems = append(problems, "keyType is required")
+	case model.KeyTypeProduction, model.KeyTypeSandbox:
+	default:
+		problems = append(problems, "keyType must be PRODUCTION or SANDBOX")
+	}
+	if in.KeyManager != "" && in.KeyManager != store.ResidentKeyManager && in.KeyManager != "Default" {
+		problems = append(problems, "keyManager "+in.KeyManager+" is unknown; only "+store.ResidentKeyManager)
+	}
+	if len(in.GrantTypesToBeSupported) == 0 {
+		problems = append(problems, "grantTypesToBeSupported is required")
+	}
+	for _, g := range in.GrantTypesToBeSupported {
+		if !grantTypes[g] {
+			problems = append(problems, "grantTypesToBeSupported "+g+" is not a supported grant type")
+		}
+	}
+	if len(problems) > 0 {
+		badRequest(w, problems)
+		return
+	}
+	appID, owner := chi.URLParam(r, "applicationId"), subject(r)
+	app, err := p.store.GetApplication(r.Context(), appID, owner)
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	register := func(ctx context.Context, tx pgx.Tx) (string, string, error) {
+		return p.clients.RegisterClient(ctx, tx, owner, owner+"_"+app.Name+"_"+in.KeyType, in.GrantTypesToBeSupported)
+	}
+	km, secret, err := p.store.CreateKeyMapping(r.Context(), appID, owner, in.KeyType, register)
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	var cb *string
+	if in.CallbackURL != "" {
+		cb = &in.CallbackURL
+	}
+	writeJSON(w, http.StatusOK, applicationKeyDTO{
+		KeyMappingID: km.ID, KeyManager: km.KeyManager, ConsumerKey: km.ConsumerKey, ConsumerSecret: secret,
+		SupportedGrantTypes: in.GrantTypesToBeSupported, CallbackURL: cb, KeyState: "COMPLETED", KeyType: km.KeyType,
+		Mode: "CREATED",
+	})
+}
+
+// subscriptionDTO is WSO2's SubscriptionDTO.
+type subscriptionDTO struct {
+	SubscriptionID   string `json:"subscriptionId,omitempty"`
+	ApplicationID    string `json:"applicationId"`
+	APIID            string `json:"apiId"`
+	ThrottlingPolicy string `json:"throttlingPolicy"`
+	Status           string `json:"status,omitempty"`
+}
+
+func toSubscriptionDTO(s *model.Subscription) subscriptionDTO {
+	return subscriptionDTO{
+		SubscriptionID: s.ID, ApplicationID: s.ApplicationID, APIID: s.APIID, ThrottlingPolicy: s.ThrottlingPolicy, Status: s.Status,
+	}
+}
+
+func (p *Portal) createSubscription(w http.ResponseWriter, r *http.Request) {
+	var in subscriptionDTO
+	if !p.decodeJSON(w, r, &in) {
+		return
+	}
+	var problems []string
+	if in.ApplicationID == "" {
+		problems = append(problems, "applicationId is required")
+	}
+	if in.APIID == "" {
+		problems = append(problems, "apiId is required")
+	}
+	if in.ThrottlingPolicy == "" {
+		problems = append(problems, "throttlingPolicy is required")
+	}
+	if in.SubscriptionID != "" || in.Status != "" {
+		problems = append(problems, "subscriptionId and status are read-only")
+	}
+	if len(problems) > 0 {
+		badRequest(w, problems)
+		return
+	}
+	sub, err := p.store.CreateSubscription(r.Context(), model.Subscription{
+		ApplicationID: in.ApplicationID, APIID: in.APIID, ThrottlingPolicy: in.ThrottlingPolicy,
+	}, subject(r))
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Location", DevportalBase+"/subscriptions/"+sub.ID)
+	writeJSON(w, http.StatusCreated, toSubscriptionDTO(sub))
+}
+
+func (p *Portal) listSubscriptions(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	f := store.SubscriptionFilter{ApplicationID: q.Get("applicationId"), APIID: q.Get("apiId"), Owner: subject(r)}
+	if f.ApplicationID == "" && f.APIID == "" {
+		badRequest(w, []string{"applicationId or apiId is required"})
+		return
+	}
+	if f.ApplicationID != "" {
+		if _, err := p.store.GetApplication(r.Context(), f.ApplicationID, f.Owner); err != nil {
+			p.fail(w, r, err)
+			return
+		}
+	}
+	subs, err := p.store.ListSubscriptions(r.Context(), f)
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	out := make([]subscriptionDTO, 0, len(subs))
+	for i := range subs {
+		out = append(out, toSubscriptionDTO(&subs[i]))
+	}
+	writeJSON(w, http.StatusOK, newList(out))
+}
+
+func (p *Portal) deleteSubscription(w http.ResponseWriter, r *http.Request) {
+	if err := p.store.DeleteSubscription(r.Context(), chi.URLParam(r, "subscriptionId"), subject(r)); err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}

@@ -1,0 +1,508 @@
+package portal
+
+import (
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/go-chi/chi/v5"
+
+	"github.com/apim-dev/apim/internal/model"
+	"github.com/apim-dev/apim/internal/store"
+)
+
+// Publisher scopes. WSO2 4.x lets apim:api_manage do everything a creator
+// or publisher does; deploying a revision takes apim:api_publish,
+// apim:api_create or apim:api_manage, as in WSO2's publisher-api.yaml.
+var (
+	scopesAPIView    = []string{"apim:api_view", "apim:api_create", "apim:api_publish", "apim:api_manage"}
+	scopesAPICreate  = []string{"apim:api_create", "apim:api_manage"}
+	scopesAPIDeploy  = []string{"apim:api_publish", "apim:api_create", "apim:api_manage"}
+	scopesAPIPublish = []string{"apim:api_publish", "apim:api_manage"}
+	scopesAPIDelete  = []string{"apim:api_delete", "apim:api_manage"}
+)
+
+func (p *Portal) publisherRoutes(r chi.Router) {
+	r.Get("/openapi.yaml", serveDoc(publisherDoc))
+	r.With(p.authorize(scopesAPIView...)).Get("/apis", p.listAPIs)
+	r.With(p.authorize(scopesAPICreate...)).Post("/apis", p.createAPI)
+	r.With(p.authorize(scopesAPICreate...)).Post("/apis/import-openapi", p.importOpenAPI)
+	r.With(p.authorize(scopesAPIPublish...)).Post("/apis/change-lifecycle", p.changeLifecycle)
+	r.With(p.authorize(scopesAPIView...)).Get("/apis/{apiId}", p.getAPI)
+	r.With(p.authorize(scopesAPICreate...)).Put("/apis/{apiId}", p.updateAPI)
+	r.With(p.authorize(scopesAPIDelete...)).Delete("/apis/{apiId}", p.deleteAPI)
+	r.With(p.authorize(scopesAPICreate...)).Post("/apis/{apiId}/revisions", p.createRevision)
+	r.With(p.authorize(scopesAPIView...)).Get("/apis/{apiId}/revisions", p.listRevisions)
+	r.With(p.authorize(scopesAPIDeploy...)).Post("/apis/{apiId}/deploy-revision", p.deployRevision)
+	r.With(p.authorize(scopesAPIDeploy...)).Post("/apis/{apiId}/undeploy-revision", p.undeployRevision)
+}
+
+// apiDTO is WSO2's APIDTO, the fields this server keeps. id, provider and
+// lifeCycleStatus are read-only: accepted so a GET body can be PUT back.
+type apiDTO struct {
+	ID              string         `json:"id,omitempty"`
+	Name            string         `json:"name"`
+	Description     string         `json:"description"`
+	Context         string         `json:"context"`
+	Version         string         `json:"version"`
+	Provider        string         `json:"provider,omitempty"`
+	LifeCycleStatus string         `json:"lifeCycleStatus,omitempty"`
+	Type            string         `json:"type,omitempty"`
+	EndpointConfig  *endpointConf  `json:"endpointConfig,omitempty"`
+	Operations      []operationDTO `json:"operations"`
+	Policies        []string       `json:"policies"`
+}
+
+type endpointConf struct {
+	EndpointType string       `json:"endpoint_type"`
+	Production   *endpointDTO `json:"production_endpoints,omitempty"`
+	Sandbox      *endpointDTO `json:"sandbox_endpoints,omitempty"`
+}
+
+type endpointDTO struct {
+	URL string `json:"url"`
+}
+
+type operationDTO struct {
+	ID               string   `json:"id,omitempty"`
+	Target           string   `json:"target"`
+	Verb             string   `json:"verb"`
+	AuthType         string   `json:"authType"`
+	ThrottlingPolicy string   `json:"throttlingPolicy"`
+	Scopes           []string `json:"scopes"`
+}
+
+// toModel turns the DTO into an API, applying WSO2's defaults, and lists
+// what is wrong with it.
+func (d *apiDTO) toModel() (model.API, []string) {
+	var problems []string
+	api := model.API{
+		Name: strings.TrimSpace(d.Name), Description: d.Description, Context: d.Context, Version: d.Version,
+		Policies: d.Policies, Operations: []model.Operation{},
+	}
+	if d.Type != "" && !strings.EqualFold(d.Type, "HTTP") {
+		problems = append(problems, "type "+strconv.Quote(d.Type)+" is not supported; only HTTP")
+	}
+	if c := d.EndpointConfig; c != nil {
+		if c.EndpointType != "" && c.EndpointType != "http" {
+			problems = append(problems, "endpointConfig.endpoint_type "+strconv.Quote(c.EndpointType)+" is not supported; only http")
+		}
+		if c.Production != nil {
+			api.Production = &model.Endpoint{URL: c.Production.URL}
+		}
+		if c.Sandbox != nil {
+			api.Sandbox = &model.Endpoint{URL: c.Sandbox.URL}
+		}
+	}
+	if len(api.Policies) == 0 {
+		api.Policies = []string{"Unlimited"}
+	}
+	for _, op := range d.Operations {
+		o := model.Operation{
+			Target: op.Target, Verb: strings.ToUpper(op.Verb), AuthType: op.AuthType,
+			ThrottlingPolicy: op.ThrottlingPolicy, Scopes: op.Scopes,
+		}
+		if o.AuthType == "" || o.AuthType == "Any" {
+			o.AuthType = model.AuthApplicationUser
+		}
+		if o.ThrottlingPolicy == "" {
+			o.ThrottlingPolicy = "Unlimited"
+		}
+		if len(o.Scopes) == 0 {
+			o.Scopes = nil
+		}
+		api.Operations = append(api.Operations, o)
+	}
+	if err := api.Validate(); err != nil {
+		problems = append(problems, strings.Split(err.Error(), "\n")...)
+	}
+	return api, problems
+}
+
+func toAPIDTO(a *model.API) apiDTO {
+	d := apiDTO{
+		ID: a.ID, Name: a.Name, Description: a.Description, Context: a.Context, Version: a.Version,
+		Provider: a.Provider, LifeCycleStatus: string(a.Status), Type: "HTTP",
+		EndpointConfig: &endpointConf{EndpointType: "http"},
+		Operations:     make([]operationDTO, 0, len(a.Operations)),
+		Policies:       a.Policies,
+	}
+	if d.Policies == nil {
+		d.Policies = []string{}
+	}
+	if a.Production != nil {
+		d.EndpointConfig.Production = &endpointDTO{URL: a.Production.URL}
+	}
+	if a.Sandbox != nil {
+		d.EndpointConfig.Sandbox = &endpointDTO{URL: a.Sandbox.URL}
+	}
+	for _, op := range a.Operations {
+		scopes := op.Scopes
+		if scopes == nil {
+			scopes = []string{}
+		}
+		d.Operations = append(d.Operations, operationDTO{
+			Target: op.Target, Verb: op.Verb, AuthType: op.AuthType, ThrottlingPolicy: op.ThrottlingPolicy, Scopes: scopes,
+		})
+	}
+	return d
+}
+
+type paginationDTO struct {
+	Offset   int    `json:"offset"`
+	Limit    int    `json:"limit"`
+	Total    int    `json:"total"`
+	Next     string `json:"next"`
+	Previous string `json:"previous"`
+}
+
+type listDTO[T any] struct {
+	Count      int            `json:"count"`
+	List       []T            `json:"list"`
+	Pagination *paginationDTO `json:"pagination,omitempty"`
+}
+
+func newList[T any](items []T) listDTO[T] {
+	if items == nil {
+		items = []T{}
+	}
+	return listDTO[T]{Count: len(items), List: items}
+}
+
+// pageParams reads WSO2's limit and offset query parameters.
+func pageParams(r *http.Request) (limit, offset int, problems []string) {
+	limit, offset = 25, 0
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			problems = append(problems, "limit must be a number from 1 to 1000")
+		}
+		limit = n
+	}
+	if v := r.URL.Query().Get("offset"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 0 {
+			problems = append(problems, "offset must be a number, at least 0")
+		}
+		offset = n
+	}
+	return limit, offset, problems
+}
+
+func pagination(base string, limit, offset, total int) *paginationDTO {
+	pg := &paginationDTO{Offset: offset, Limit: limit, Total: total}
+	if offset+limit < total {
+		pg.Next = base + "?limit=" + strconv.Itoa(limit) + "&offset=" + strconv.Itoa(offset+limit)
+	}
+	if offset > 0 {
+		pg.Previous = base + "?limit=" + strconv.Itoa(limit) + "&offset=" + strconv.Itoa(max(0, offset-limit))
+	}
+	return pg
+}
+
+func (p *Portal) listAPIs(w http.ResponseWriter, r *http.Request) {
+	limit, offset, problems := pageParams(r)
+	if len(problems) > 0 {
+		badRequest(w, problems)
+		return
+	}
+	var statuses []model.LifecycleStatus
+	if q := r.URL.Query().Get("query"); q != "" {
+		st, ok := strings.CutPrefix(q, "status:")
+		if !ok {
+			badRequest(w, []string{"query supports only status:<STATE>"})
+			return
+		}
+		statuses = append(statuses, model.LifecycleStatus(strings.ToUpper(st)))
+	}
+	apis, total, err := p.store.ListAPIs(r.Context(), store.ListAPIsOptions{Limit: limit, Offset: offset, Statuses: statuses})
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	out := make([]apiDTO, 0, len(apis))
+	for i := range apis {
+		out = append(out, toAPIDTO(&apis[i]))
+	}
+	l := newList(out)
+	l.Pagination = pagination(PublisherBase+"/apis", limit, offset, total)
+	writeJSON(w, http.StatusOK, l)
+}
+
+func (p *Portal) createAPI(w http.ResponseWriter, r *http.Request) {
+	var in apiDTO
+	if !p.decodeJSON(w, r, &in) {
+		return
+	}
+	api, problems := in.toModel()
+	if len(problems) > 0 {
+		badRequest(w, problems)
+		return
+	}
+	api.Provider = subject(r)
+	created, err := p.store.CreateAPI(r.Context(), api)
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Location", PublisherBase+"/apis/"+created.ID)
+	writeJSON(w, http.StatusCreated, toAPIDTO(created))
+}
+
+func (p *Portal) getAPI(w http.ResponseWriter, r *http.Request) {
+	api, err := p.store.GetAPI(r.Context(), chi.URLParam(r, "apiId"))
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toAPIDTO(api))
+}
+
+func (p *Portal) updateAPI(w http.ResponseWriter, r *http.Request) {
+	id := chi.URLParam(r, "apiId")
+	var in apiDTO
+	if !p.decodeJSON(w, r, &in) {
+		return
+	}
+	api, problems := in.toModel()
+	if in.ID != "" && in.ID != id {
+		problems = append(problems, "id "+strconv.Quote(in.ID)+" does not match the path's apiId")
+	}
+	if len(problems) > 0 {
+		badRequest(w, problems)
+		return
+	}
+	api.ID = id
+	updated, err := p.store.UpdateAPI(r.Context(), api)
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, toAPIDTO(updated))
+}
+
+func (p *Portal) deleteAPI(w http.ResponseWriter, r *http.Request) {
+	if err := p.store.DeleteAPI(r.Context(), chi.URLParam(r, "apiId")); err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	w.WriteHeader(http.StatusOK)
+}
+
+type revisionRequest struct {
+	Description string `json:"description"`
+}
+
+// revisionDTO is WSO2's APIRevisionDTO.
+type revisionDTO struct {
+	ID             string          `json:"id"`
+	DisplayName    string          `json:"displayName"`
+	Description    string          `json:"description"`
+	CreatedTime    string          `json:"createdTime"`
+	APIInfo        revisionAPIInfo `json:"apiInfo"`
+	DeploymentInfo []deploymentDTO `json:"deploymentInfo"`
+}
+
+type revisionAPIInfo struct {
+	ID string `json:"id"`
+}
+
+// deploymentDTO is WSO2's APIRevisionDeploymentDTO.
+type deploymentDTO struct {
+	RevisionUUID        string `json:"revisionUuid"`
+	Name                string `json:"name"`
+	VHost               string `json:"vhost"`
+	DisplayOnDevportal  bool   `json:"displayOnDevportal"`
+	DeployedTime        string `json:"deployedTime"`
+	SuccessDeployedTime string `json:"successDeployedTime"`
+	Status              string `json:"status"`
+}
+
+func toDeploymentDTOs(deps []store.DeploymentInfo) []deploymentDTO {
+	out := make([]deploymentDTO, 0, len(deps))
+	for _, d := range deps {
+		t := d.DeployedAt.UTC().Format(time.RFC3339)
+		out = append(out, deploymentDTO{
+			RevisionUUID: d.RevisionID, Name: d.Environment, VHost: d.VHost, DisplayOnDevportal: d.DisplayOnDevportal,
+			DeployedTime: t, SuccessDeployedTime: t, Status: "APPROVED",
+		})
+	}
+	return out
+}
+
+func toRevisionDTO(rev *store.Revision) revisionDTO {
+	return revisionDTO{
+		ID: rev.ID, DisplayName: "Revision " + strconv.Itoa(rev.Number), Description: rev.Description,
+		CreatedTime: rev.CreatedAt.UTC().Format(time.RFC3339), APIInfo: revisionAPIInfo{ID: rev.APIID},
+		DeploymentInfo: toDeploymentDTOs(rev.Deployments),
+	}
+}
+
+func (p *Portal) createRevision(w http.ResponseWriter, r *http.Request) {
+	var in revisionRequest
+	if !p.decodeJSON(w, r, &in) {
+		return
+	}
+	rev, err := p.store.CreateRevision(r.Context(), chi.URLParam(r, "apiId"), in.Description)
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, toRevisionDTO(rev))
+}
+
+func (p *Portal) listRevisions(w http.ResponseWriter, r *http.Request) {
+	revs, err := p.store.ListRevisions(r.Context(), chi.URLParam(r, "apiId"))
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	out := make([]revisionDTO, 0, len(revs))
+	for i := range revs {
+		out = append(out, toRevisionDTO(&revs[i]))
+	}
+	writeJSON(w, http.StatusOK, newList(out))
+}
+
+// deployTarget is one element of WSO2's deploy-revision body.
+type deployTarget struct {
+	Name               *string `json:"name"`
+	VHost              string  `json:"vhost"`
+	DisplayOnDevportal *bool   `json:"displayOnDevportal"`
+}
+
+// readTargets reads and checks the body of deploy-revision and
+// undeploy-revision.
+func (p *Portal) readTargets(w http.ResponseWriter, r *http.Request) ([]store.EnvTarget, bool) {
+	var in []deployTarget
+	if !p.decodeJSON(w, r, &in) {
+		return nil, false
+	}
+	var problems []string
+	if len(in) == 0 {
+		problems = append(problems, "body must list at least one environment")
+	}
+	targets := make([]store.EnvTarget, 0, len(in))
+	for i, t := range in {
+		if t.Name == nil || *t.Name == "" {
+			problems = append(problems, "["+strconv.Itoa(i)+"].name is required")
+			continue
+		}
+		show := true
+		if t.DisplayOnDevportal != nil {
+			show = *t.DisplayOnDevportal
+		}
+		targets = append(targets, store.EnvTarget{Name: *t.Name, VHost: t.VHost, DisplayOnDevportal: show})
+	}
+	if len(problems) > 0 {
+		badRequest(w, problems)
+		return nil, false
+	}
+	return targets, true
+}
+
+func revisionParam(w http.ResponseWriter, r *http.Request) (string, bool) {
+	id := r.URL.Query().Get("revisionId")
+	if id == "" {
+		badRequest(w, []string{"revisionId is required"})
+		return "", false
+	}
+	return id, true
+}
+
+func (p *Portal) deployRevision(w http.ResponseWriter, r *http.Request) {
+	revID, ok := revisionParam(w, r)
+	if !ok {
+		return
+	}
+	targets, ok := p.readTargets(w, r)
+	if !ok {
+		return
+	}
+	deps, err := p.store.Deploy(r.Context(), chi.URLParam(r, "apiId"), revID, targets)
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, toDeploymentDTOs(deps))
+}
+
+func (p *Portal) undeployRevision(w http.ResponseWriter, r *http.Request) {
+	revID, ok := revisionParam(w, r)
+	if !ok {
+		return
+	}
+	var envs []string
+	if r.URL.Query().Get("allEnvironments") != "true" {
+		targets, ok := p.readTargets(w, r)
+		if !ok {
+			return
+		}
+		for _, t := range targets {
+			envs = append(envs, t.Name)
+		}
+	}
+	deps, err := p.store.Undeploy(r.Context(), chi.URLParam(r, "apiId"), revID, envs)
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusCreated, toDeploymentDTOs(deps))
+}
+
+// workflowResponseDTO is WSO2's WorkflowResponseDTO.
+type workflowResponseDTO struct {
+	WorkflowStatus string            `json:"workflowStatus"`
+	JSONPayload    string            `json:"jsonPayload"`
+	LifecycleState lifecycleStateDTO `json:"lifecycleState"`
+}
+
+type lifecycleStateDTO struct {
+	State                string          `json:"state"`
+	CheckItems           []any           `json:"checkItems"`
+	AvailableTransitions []transitionDTO `json:"availableTransitions"`
+}
+
+type transitionDTO struct {
+	Event       string `json:"event"`
+	TargetState string `json:"targetState"`
+}
+
+// stateName is WSO2's display name of a lifecycle state ("Published").
+func stateName(s model.LifecycleStatus) string {
+	v := strings.ToLower(string(s))
+	if v == "" {
+		return ""
+	}
+	return strings.ToUpper(v[:1]) + v[1:]
+}
+
+func lifecycleState(s model.LifecycleStatus) lifecycleStateDTO {
+	st := lifecycleStateDTO{State: stateName(s), CheckItems: []any{}, AvailableTransitions: []transitionDTO{}}
+	for _, a := range store.Actions(s) {
+		st.AvailableTransitions = append(st.AvailableTransitions, transitionDTO{Event: a, TargetState: stateName(store.Target(s, a))})
+	}
+	return st
+}
+
+func (p *Portal) changeLifecycle(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var problems []string
+	if q.Get("apiId") == "" {
+		problems = append(problems, "apiId is required")
+	}
+	if q.Get("action") == "" {
+		problems = append(problems, "action is required")
+	}
+	if len(problems) > 0 {
+		badRequest(w, problems)
+		return
+	}
+	ch, err := p.store.ChangeLifecycle(r.Context(), q.Get("apiId"), q.Get("action"), subject(r))
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, workflowResponseDTO{WorkflowStatus: "APPROVED", LifecycleState: lifecycleState(ch.Current)})
+}
