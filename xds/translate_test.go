@@ -1,0 +1,507 @@
+package xds
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
+	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/testing/protocmp"
+	"gopkg.in/yaml.v3"
+
+	"github.com/apim-dev/apim/internal/model"
+)
+
+var update = flag.Bool("update", false, "rewrite testdata/out from the current translation and delete stale files")
+
+// testInput is the translation input of the golden tests.
+func testInput(deployments []model.Deployment) Input {
+	return Input{
+		Environment:       model.DefaultEnvironment,
+		Deployments:       deployments,
+		ListenerPort:      8280,
+		Sidecar:           Upstream{Address: "127.0.0.1", Port: 8081},
+		RateLimitFailOpen: true,
+	}
+}
+
+// readDeployments reads a YAML list of deployments spelled with the model's
+// JSON field names, rejecting unknown fields.
+func readDeployments(t testing.TB, path string) []model.Deployment {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v any
+	if err := yaml.Unmarshal(raw, &v); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	js, err := json.Marshal(v)
+	if err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	dec := json.NewDecoder(bytes.NewReader(js))
+	dec.DisallowUnknownFields()
+	var ds []model.Deployment
+	if err := dec.Decode(&ds); err != nil {
+		t.Fatalf("%s: %v", path, err)
+	}
+	return ds
+}
+
+// toYAML renders resources as a YAML list in protojson's field names.
+func toYAML(t testing.TB, rs []types.Resource) []byte {
+	t.Helper()
+	seq := &yaml.Node{Kind: yaml.SequenceNode}
+	for _, r := range rs {
+		js, err := protojson.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var n yaml.Node
+		if err := yaml.Unmarshal(js, &n); err != nil {
+			t.Fatal(err)
+		}
+		blockStyle(n.Content[0])
+		seq.Content = append(seq.Content, n.Content[0])
+	}
+	var b bytes.Buffer
+	enc := yaml.NewEncoder(&b)
+	enc.SetIndent(2)
+	if err := enc.Encode(seq); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// blockStyle drops the flow and quoting style the JSON input left on every
+// node; the encoder still quotes a string that would read as another type.
+func blockStyle(n *yaml.Node) {
+	n.Style = 0
+	for _, c := range n.Content {
+		blockStyle(c)
+	}
+}
+
+func TestTranslateGolden(t *testing.T) {
+	ins, err := filepath.Glob("testdata/in/*.yaml")
+	if err != nil || len(ins) == 0 {
+		t.Fatalf("no inputs: %v", err)
+	}
+	want := map[string]bool{}
+	for _, in := range ins {
+		name := strings.TrimSuffix(filepath.Base(in), ".yaml")
+		t.Run(name, func(t *testing.T) {
+			res, err := Translate(testInput(readDeployments(t, in)))
+			if err != nil {
+				t.Fatalf("Translate: %v", err)
+			}
+			if _, err := res.Snapshot("1"); err != nil {
+				t.Fatal(err)
+			}
+			for kind, rs := range map[string][]types.Resource{"listeners": res.Listeners, "routes": res.Routes, "clusters": res.Clusters} {
+				out := filepath.Join("testdata", "out", name+"."+kind+".yaml")
+				want[out] = true
+				got := toYAML(t, rs)
+				if *update {
+					if err := os.WriteFile(out, got, 0o644); err != nil {
+						t.Fatal(err)
+					}
+					continue
+				}
+				golden, err := os.ReadFile(out)
+				if err != nil {
+					t.Fatalf("%v (run go test ./xds -update)", err)
+				}
+				if d := cmp.Diff(string(golden), string(got)); d != "" {
+					t.Errorf("%s differs (-golden +got), run go test ./xds -update if intended:\n%s", out, d)
+				}
+			}
+		})
+	}
+	outs, _ := filepath.Glob("testdata/out/*")
+	for _, out := range outs {
+		if want[out] {
+			continue
+		}
+		if *update {
+			if err := os.Remove(out); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		t.Errorf("stale golden file %s (run go test ./xds -update)", out)
+	}
+}
+
+// routesOf returns the single route configuration's routes per vhost.
+func routesOf(t *testing.T, res Resources) map[string][]*routev3.Route {
+	t.Helper()
+	if len(res.Routes) != 1 {
+		t.Fatalf("got %d route configurations, want 1", len(res.Routes))
+	}
+	out := map[string][]*routev3.Route{}
+	for _, vh := range res.Routes[0].(*routev3.RouteConfiguration).GetVirtualHosts() {
+		out[vh.GetName()] = vh.GetRoutes()
+	}
+	return out
+}
+
+// TestTranslateRouting checks what a caller of the gateway sees: which route
+// (by Envoy's first-match rule) a request path and method reach.
+func TestTranslateRouting(t *testing.T) {
+	res, err := Translate(testInput(readDeployments(t, "testdata/in/params_sandbox_https.yaml")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	routes := routesOf(t, res)["localhost"]
+	first := func(method, path string, sandbox bool) string {
+		for _, r := range routes {
+			if !regexp.MustCompile(r.GetMatch().GetSafeRegex().GetRegex()).MatchString(path) {
+				continue
+			}
+			ok := true
+			for _, h := range r.GetMatch().GetHeaders() {
+				v := map[bool]string{true: method, false: ""}[h.GetName() == ":method"]
+				if h.GetName() == KeyTypeHeader && sandbox {
+					v = model.KeyTypeSandbox
+				}
+				ok = ok && h.GetStringMatch().GetExact() == v
+			}
+			if ok {
+				return r.GetName()
+			}
+		}
+		return "404"
+	}
+	const id = "0f6a1c2e-0002-4000-8000-000000000002"
+	tests := map[string]struct {
+		method, path string
+		sandbox      bool
+		want         string
+	}{
+		"literal beats param":   {"GET", "/pets/v2/pets/findByStatus", false, id + ":GET /pets/findByStatus"},
+		"param":                 {"GET", "/pets/v2/pets/42", false, id + ":GET /pets/{petId}"},
+		"param trailing slash":  {"GET", "/pets/v2/pets/42/", false, id + ":GET /pets/{petId}"},
+		"sandbox twin":          {"GET", "/pets/v2/pets/42", true, id + ":GET /pets/{petId}:sandbox"},
+		"wildcard rest":         {"PUT", "/pets/v2/pets/42/photos/a/b.png", false, id + ":PUT /pets/{petId}/photos/*"},
+		"wildcard empty rest":   {"PUT", "/pets/v2/pets/42/photos", false, id + ":PUT /pets/{petId}/photos/*"},
+		"catch-all":             {"GET", "/pets/v2/anything/else", false, id + ":GET /*"},
+		"catch-all base only":   {"GET", "/pets/v2", false, id + ":GET /*"},
+		"other method":          {"DELETE", "/pets/v2/pets/42", false, "404"},
+		"other version":         {"GET", "/pets/v3/pets", false, "404"},
+		"wildcard method only":  {"GET", "/pets/v2/pets/42/photos", false, id + ":GET /*"},
+		"param needs a segment": {"PUT", "/pets/v2/pets//photos/x", false, "404"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := first(tt.method, tt.path, tt.sandbox); got != tt.want {
+				t.Errorf("%s %s sandbox=%v → %s, want %s", tt.method, tt.path, tt.sandbox, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestTranslateRewrite(t *testing.T) {
+	tests := map[string]struct {
+		endpoint, path, want string
+	}{
+		"root endpoint":              {"http://b", "/ctx/1.0.0/pets/1", "/pets/1"},
+		"root endpoint, base only":   {"http://b/", "/ctx/1.0.0", "/"},
+		"root endpoint, base slash":  {"http://b", "/ctx/1.0.0/", "/"},
+		"endpoint path":              {"http://b/api/v1", "/ctx/1.0.0/pets/1", "/api/v1/pets/1"},
+		"endpoint path, slash":       {"http://b/api/v1/", "/ctx/1.0.0/pets/1", "/api/v1/pets/1"},
+		"endpoint path, base only":   {"http://b/api", "/ctx/1.0.0", "/api"},
+		"base path regex is literal": {"http://b/x", "/ctx/1.0.0/1.0.0", "/x/1.0.0"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			b, err := newBackend(tt.endpoint, DefaultUpstreamCAFile)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rw := b.action("/ctx/1.0.0").Route.GetRegexRewrite()
+			got := regexp.MustCompile(rw.GetPattern().GetRegex()).ReplaceAllLiteralString(tt.path, rw.GetSubstitution())
+			if got != tt.want {
+				t.Errorf("%s via %s → %q, want %q", tt.path, tt.endpoint, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestTranslateContextExtensions(t *testing.T) {
+	res, err := Translate(testInput(readDeployments(t, "testdata/in/params_sandbox_https.yaml")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var post *routev3.Route
+	for _, r := range routesOf(t, res)["localhost"] {
+		if r.GetName() == "0f6a1c2e-0002-4000-8000-000000000002:POST /pets" {
+			post = r
+		}
+	}
+	if post == nil {
+		t.Fatal("no route for POST /pets")
+	}
+	var per extauthzv3.ExtAuthzPerRoute
+	if err := post.GetTypedPerFilterConfig()["envoy.filters.http.ext_authz"].UnmarshalTo(&per); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"api_id": "0f6a1c2e-0002-4000-8000-000000000002", "api_name": "PetStore", "api_version": "v2",
+		"api_context": "/pets", "environment": "Default", "resource": "POST /pets",
+		"auth_type": "Application & Application User", "scopes": "pets:write pets:admin",
+		"tier": "10KPerMin", "has_sandbox": "true", "has_production": "true",
+	}
+	if d := cmp.Diff(want, per.GetCheckSettings().GetContextExtensions()); d != "" {
+		t.Errorf("context extensions (-want +got):\n%s", d)
+	}
+}
+
+func TestTranslateErrors(t *testing.T) {
+	ok := readDeployments(t, "testdata/in/simple.yaml")[0]
+	bad := ok
+	bad.API.ID, bad.APIID = "bad-api", "bad-api"
+	bad.API.Operations = []model.Operation{{Target: "/x/{", Verb: "GET", AuthType: model.AuthNone}}
+	otherEnv := ok
+	otherEnv.Environment = "Staging"
+	dupBase := ok
+	dupBase.API.ID = "other-api"
+	badVHost := ok
+	badVHost.VHost = "example.com:8443"
+	tests := map[string]struct {
+		in   Input
+		want []string
+	}{
+		"invalid api named":        {testInput([]model.Deployment{ok, bad}), []string{"api bad-api (Hello 1.0.0)", "operations[0].target"}},
+		"two problems joined":      {testInput([]model.Deployment{bad, otherEnv}), []string{"api bad-api", "not Default"}},
+		"same api twice":           {testInput([]model.Deployment{ok, ok}), []string{"deployed twice"}},
+		"same base path on vhost":  {testInput([]model.Deployment{ok, dupBase}), []string{"/hello/1.0.0 on vhost localhost is already used"}},
+		"vhost with port":          {testInput([]model.Deployment{badVHost}), []string{"must be a host name without port"}},
+		"no sidecar":               {Input{Environment: "Default"}, []string{"sidecar address and port are required"}},
+		"no environment":           {Input{Sidecar: Upstream{Address: "127.0.0.1", Port: 1}}, []string{"environment is required"}},
+		"unresolvable port number": {testInput([]model.Deployment{withEndpoint(ok, "http://b:0")}), []string{"bad port"}},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			_, err := Translate(tt.in)
+			if err == nil {
+				t.Fatal("Translate succeeded, want an error")
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q does not contain %q", err, w)
+				}
+			}
+		})
+	}
+}
+
+func withEndpoint(d model.Deployment, u string) model.Deployment {
+	d.API.Production = &model.Endpoint{URL: u}
+	return d
+}
+
+func TestTranslateNoDeployments(t *testing.T) {
+	res, err := Translate(testInput(nil))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := res.Snapshot("1"); err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Listeners) != 1 || len(res.Clusters) != 1 {
+		t.Errorf("got %d listeners and %d clusters, want the listener and the sidecar cluster", len(res.Listeners), len(res.Clusters))
+	}
+}
+
+func TestTranslateDeterministic(t *testing.T) {
+	ds := readDeployments(t, "testdata/in/two_vhosts.yaml")
+	a, err := Translate(testInput(ds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ds[0], ds[2] = ds[2], ds[0]
+	b, err := Translate(testInput(ds))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pair := range [][2][]types.Resource{{a.Listeners, b.Listeners}, {a.Routes, b.Routes}, {a.Clusters, b.Clusters}} {
+		if len(pair[0]) != len(pair[1]) {
+			t.Fatalf("lengths differ")
+		}
+		for i := range pair[0] {
+			if !proto.Equal(pair[0][i], pair[1][i]) {
+				t.Errorf("resource %s depends on the order of deployments:\n%s", resourceName(pair[0][i]), cmp.Diff(pair[0][i], pair[1][i], protocmp.Transform()))
+			}
+		}
+	}
+}
+
+func TestClusterName(t *testing.T) {
+	tests := map[string]struct {
+		scheme, host string
+		port         uint32
+		want         string
+	}{
+		"dns name": {"https", "api.example.com", 443, "https_api.example.com_443"},
+		"ipv4":     {"http", "10.0.0.1", 8080, "http_10.0.0.1_8080"},
+		"ipv6":     {"http", "::1", 80, "http___1_80_"},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			if got := ClusterName(tt.scheme, tt.host, tt.port); !strings.HasPrefix(got, tt.want) {
+				t.Errorf("ClusterName = %q, want prefix %q", got, tt.want)
+			}
+		})
+	}
+	if ClusterName("http", "a_b", 80) == ClusterName("http", "a:b", 80) {
+		t.Error("two hosts share a cluster name")
+	}
+}
+
+func TestPathRegex(t *testing.T) {
+	tests := map[string]struct {
+		base, target string
+		want         string
+		match, miss  []string
+	}{
+		"literal": {
+			"/ctx/1.0.0", "/pets", `^/ctx/1\.0\.0/pets/?$`,
+			[]string{"/ctx/1.0.0/pets", "/ctx/1.0.0/pets/"},
+			[]string{"/ctx/1x0x0/pets", "/ctx/1.0.0/pets/1", "/ctx/1.0.0/petsx"},
+		},
+		"param": {
+			"/ctx/v1", "/pets/{id}", `^/ctx/v1/pets/[^/]+/?$`,
+			[]string{"/ctx/v1/pets/1", "/ctx/v1/pets/a.b-c"},
+			[]string{"/ctx/v1/pets/", "/ctx/v1/pets/1/2"},
+		},
+		"wildcard": {
+			"/ctx/v1", "/files/*", `^/ctx/v1/files(?:/.*)?$`,
+			[]string{"/ctx/v1/files", "/ctx/v1/files/", "/ctx/v1/files/a/b"},
+			[]string{"/ctx/v1/filesx", "/ctx/v1"},
+		},
+		"root": {
+			"/ctx/v1", "/", `^/ctx/v1/?$`,
+			[]string{"/ctx/v1", "/ctx/v1/"},
+			[]string{"/ctx/v1/x"},
+		},
+		"root wildcard": {
+			"/ctx/v1", "/*", `^/ctx/v1(?:/.*)?$`,
+			[]string{"/ctx/v1", "/ctx/v1/a/b"},
+			[]string{"/ctx/v10"},
+		},
+		"metacharacters": {
+			"/c+x/v1", "/a$b/{p}", `^/c(?:\+|(?i:%2B))x/v1/a(?:\$|(?i:%24))b/[^/]+/?$`,
+			[]string{"/c+x/v1/a$b/1", "/c%2bx/v1/a%24b/1"},
+			[]string{"/ccx/v1/ab/1", "/cx/v1/a$b/1"},
+		},
+		"non-ascii and invalid utf-8": {
+			"/caf\xc3\xa9", "/\xa8", `^/caf(?i:%C3)(?i:%A9)/(?i:%A8)/?$`,
+			[]string{"/caf%C3%A9/%A8", "/caf%c3%a9/%a8"},
+			[]string{"/café/\xa8"},
+		},
+	}
+	for name, tt := range tests {
+		t.Run(name, func(t *testing.T) {
+			got := PathRegex(tt.base, tt.target)
+			if got != tt.want {
+				t.Fatalf("PathRegex(%q, %q) = %q, want %q", tt.base, tt.target, got, tt.want)
+			}
+			re := regexp.MustCompile(got)
+			for _, p := range tt.match {
+				if !re.MatchString(p) {
+					t.Errorf("%s does not match %q", got, p)
+				}
+			}
+			for _, p := range tt.miss {
+				if re.MatchString(p) {
+					t.Errorf("%s matches %q", got, p)
+				}
+			}
+		})
+	}
+}
+
+// FuzzPathTemplate checks that every API context and resource template the
+// model accepts gives a regex that compiles and matches the template's own
+// path with its parameters filled in.
+func FuzzPathTemplate(f *testing.F) {
+	for _, s := range []string{"/", "/*", "/pets/{id}", "/a.b/{x-y}/c/*", "/(x)|y/[z]", "/$/^/+", "/\\d/é"} {
+		f.Add("/ctx", s)
+	}
+	param := regexp.MustCompile(`\{[^/]*\}`)
+	f.Fuzz(func(t *testing.T, context, target string) {
+		api := model.API{
+			Name: "fuzz", Context: context, Version: "1.0.0", Production: &model.Endpoint{URL: "http://b"},
+			Operations: []model.Operation{{Target: target, Verb: "GET", AuthType: model.AuthNone}},
+		}
+		if api.Validate() != nil {
+			return
+		}
+		re, err := regexp.Compile(PathRegex(api.BasePath(), target))
+		if err != nil {
+			t.Fatalf("PathRegex(%q, %q) does not compile: %v", api.BasePath(), target, err)
+		}
+		path := onTheWire(api.BasePath() + param.ReplaceAllString(strings.TrimSuffix(target, "*"), "x"))
+		if !re.MatchString(path) {
+			t.Errorf("%s does not match its own template path %q", re, path)
+		}
+	})
+}
+
+// onTheWire percent-encodes what a client cannot send raw in a path.
+func onTheWire(p string) string {
+	var b strings.Builder
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c <= ' ' || c >= 0x7f {
+			fmt.Fprintf(&b, "%%%02X", c)
+		} else {
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+func BenchmarkTranslate(b *testing.B) {
+	for _, n := range []int{1000, 10000} {
+		ds := make([]model.Deployment, n)
+		for i := range ds {
+			id := fmt.Sprintf("api-%05d", i)
+			ds[i] = model.Deployment{APIID: id, Environment: "Default", API: model.API{
+				ID: id, Name: "API " + id, Context: "/" + id, Version: "1.0.0",
+				Production: &model.Endpoint{URL: fmt.Sprintf("http://backend-%d.internal:8080/v1", i)},
+				Operations: []model.Operation{{Target: "/items/{id}", Verb: "GET", AuthType: model.AuthApplicationUser, ThrottlingPolicy: "Unlimited"}},
+			}}
+		}
+		b.Run(fmt.Sprintf("apis=%d", n), func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				res, err := Translate(testInput(ds))
+				if err != nil {
+					b.Fatal(err)
+				}
+				s, err := res.Snapshot("1")
+				if err != nil {
+					b.Fatal(err)
+				}
+				if got := len(s.GetResources(resource.ClusterType)); got != n+1 {
+					b.Fatalf("got %d clusters, want %d", got, n+1)
+				}
+			}
+		})
+	}
+}
