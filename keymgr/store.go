@@ -1,0 +1,222 @@
+package keymgr
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/ory/fosite"
+	"github.com/ory/fosite/handler/oauth2"
+)
+
+// store implements the fosite storage the two served grants need, on
+// PostgreSQL. Clients are read from oauth_clients. Access tokens are
+// self-contained JWTs, so access-token sessions are not stored (Create is a
+// no-op, Get finds nothing): revocation is by the token's jti, elsewhere.
+// Refresh tokens are never issued (see refreshNeverScope), so their storage
+// is a no-op too.
+type store struct {
+	apim   *pgxpool.Pool
+	shared *pgxpool.Pool
+}
+
+var (
+	_ fosite.Storage                                      = (*store)(nil)
+	_ oauth2.ClientCredentialsGrantStorage                = (*store)(nil)
+	_ oauth2.ResourceOwnerPasswordCredentialsGrantStorage = (*store)(nil)
+)
+
+// client is an oauth_clients row as fosite sees it.
+type client struct {
+	fosite.DefaultClient
+	Owner string
+}
+
+// GetClient implements fosite.ClientManager.
+func (st *store) GetClient(ctx context.Context, id string) (fosite.Client, error) {
+	c := &client{}
+	err := st.apim.QueryRow(ctx, `
+		SELECT client_id, secret_hash, owner, grant_types, redirect_uris
+		FROM oauth_clients WHERE client_id = $1`, id).
+		Scan(&c.ID, &c.Secret, &c.Owner, &c.GrantTypes, &c.RedirectURIs)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil, fosite.ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get client: %w", err)
+	}
+	c.Audience = []string{c.ID}
+	return c, nil
+}
+
+// ClientAssertionJWTValid implements fosite.ClientManager; JWT client
+// assertions are not accepted (clients are not OpenID Connect clients), so
+// no jti is ever known.
+func (st *store) ClientAssertionJWTValid(context.Context, string) error { return nil }
+
+// SetClientAssertionJWT implements fosite.ClientManager; see ClientAssertionJWTValid.
+func (st *store) SetClientAssertionJWT(context.Context, string, time.Time) error { return nil }
+
+// CreateAccessTokenSession is a no-op: access tokens are self-contained JWTs.
+func (st *store) CreateAccessTokenSession(context.Context, string, fosite.Requester) error {
+	return nil
+}
+
+// GetAccessTokenSession finds nothing: no sessions are stored.
+func (st *store) GetAccessTokenSession(context.Context, string, fosite.Session) (fosite.Requester, error) {
+	return nil, fosite.ErrNotFound
+}
+
+// DeleteAccessTokenSession is a no-op: no sessions are stored.
+func (st *store) DeleteAccessTokenSession(context.Context, string) error { return nil }
+
+// CreateRefreshTokenSession is a no-op: no refresh tokens are issued.
+func (st *store) CreateRefreshTokenSession(context.Context, string, string, fosite.Requester) error {
+	return nil
+}
+
+// GetRefreshTokenSession finds nothing: no refresh tokens are issued.
+func (st *store) GetRefreshTokenSession(context.Context, string, fosite.Session) (fosite.Requester, error) {
+	return nil, fosite.ErrNotFound
+}
+
+// DeleteRefreshTokenSession is a no-op: no refresh tokens are issued.
+func (st *store) DeleteRefreshTokenSession(context.Context, string) error { return nil }
+
+// RotateRefreshToken is a no-op: no refresh tokens are issued.
+func (st *store) RotateRefreshToken(context.Context, string, string) error { return nil }
+
+// Authenticate implements the password grant's user check against the shared
+// database. Bad credentials are fosite.ErrNotFound, which fosite answers with
+// invalid_grant.
+func (st *store) Authenticate(ctx context.Context, name, password string) (string, error) {
+	if _, err := Authenticate(ctx, st.shared, name, password); err != nil {
+		if errors.Is(err, ErrBadCredentials) {
+			return "", fosite.ErrNotFound
+		}
+		return "", err
+	}
+	return name, nil
+}
+
+// sha256Hasher is the client-secret hasher. fosite's default is bcrypt,
+// which is for low-entropy passwords and costs ~100 ms per token call; our
+// client secrets are 32 random bytes, which no one brute-forces, so an
+// unsalted SHA-256 (hex) is enough and costs a microsecond. Compare is
+// constant-time.
+type sha256Hasher struct{}
+
+var _ fosite.Hasher = sha256Hasher{}
+
+var errSecretMismatch = errors.New("client secret does not match")
+
+// Hash implements fosite.Hasher.
+func (sha256Hasher) Hash(_ context.Context, data []byte) ([]byte, error) {
+	return []byte(hashSecret(string(data))), nil
+}
+
+// Compare implements fosite.Hasher.
+func (sha256Hasher) Compare(_ context.Context, hash, data []byte) error {
+	if subtle.ConstantTimeCompare(hash, []byte(hashSecret(string(data)))) != 1 {
+		return errSecretMismatch
+	}
+	return nil
+}
+
+func hashSecret(secret string) string {
+	sum := sha256.Sum256([]byte(secret))
+	return hex.EncodeToString(sum[:])
+}
+
+// Sizes of generated credentials, in random bytes: a 21-byte client id is 28
+// base64url characters, like a WSO2 consumer key.
+const (
+	clientIDBytes = 21
+	secretBytes   = 32
+)
+
+func randomToken(n int) (string, error) {
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		return "", fmt.Errorf("random: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b), nil
+}
+
+// knownGrantTypes are the grant types a client may be registered with. Only
+// client_credentials and password are served by the token endpoint today;
+// the others are stored so WSO2 tooling that asks for them keeps working.
+var knownGrantTypes = map[string]bool{
+	GrantClientCredentials: true,
+	GrantPassword:          true,
+	GrantRefreshToken:      true,
+	"authorization_code":   true,
+	"implicit":             true,
+	"iwa:ntlm":             true,
+	"urn:ietf:params:oauth:grant-type:jwt-bearer":     true,
+	"urn:ietf:params:oauth:grant-type:saml2-bearer":   true,
+	"urn:ietf:params:oauth:grant-type:token-exchange": true,
+	"urn:ietf:params:oauth:grant-type:device_code":    true,
+}
+
+// Sentinel client registration errors.
+var (
+	ErrClientNameRequired  = errors.New("client name is required")
+	ErrClientOwnerRequired = errors.New("client owner is required")
+	ErrGrantTypes          = errors.New("grant types are invalid")
+)
+
+func validateGrantTypes(grantTypes []string) error {
+	if len(grantTypes) == 0 {
+		return fmt.Errorf("%w: none given", ErrGrantTypes)
+	}
+	for _, g := range grantTypes {
+		if !knownGrantTypes[g] {
+			return fmt.Errorf("%w: unknown grant type %q", ErrGrantTypes, g)
+		}
+	}
+	return nil
+}
+
+// RegisterClient creates an OAuth client inside the caller's transaction and
+// returns its id and secret. Only the secret's hash is stored, so the secret
+// is shown this once.
+func (s *Server) RegisterClient(ctx context.Context, tx pgx.Tx, owner, name string, grantTypes []string) (clientID, secret string, err error) {
+	return insertClient(ctx, tx, owner, name, grantTypes, nil)
+}
+
+func insertClient(ctx context.Context, tx pgx.Tx, owner, name string, grantTypes, redirectURIs []string) (clientID, secret string, err error) {
+	switch {
+	case name == "":
+		return "", "", ErrClientNameRequired
+	case owner == "":
+		return "", "", ErrClientOwnerRequired
+	}
+	if err := validateGrantTypes(grantTypes); err != nil {
+		return "", "", err
+	}
+	if clientID, err = randomToken(clientIDBytes); err != nil {
+		return "", "", err
+	}
+	if secret, err = randomToken(secretBytes); err != nil {
+		return "", "", err
+	}
+	if redirectURIs == nil {
+		redirectURIs = []string{}
+	}
+	if _, err := tx.Exec(ctx, `
+		INSERT INTO oauth_clients (client_id, secret_hash, name, owner, grant_types, redirect_uris)
+		VALUES ($1, $2, $3, $4, $5, $6)`,
+		clientID, hashSecret(secret), name, owner, grantTypes, redirectURIs); err != nil {
+		return "", "", fmt.Errorf("insert client %q of %q: %w", name, owner, err)
+	}
+	return clientID, secret, nil
+}
