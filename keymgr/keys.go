@@ -167,6 +167,13 @@ func (s *Server) PublicKeys() []jose.JSONWebKey {
 	return append([]jose.JSONWebKey(nil), s.keys.jwks...)
 }
 
+// Key returns the public key with the given kid, so that a gateway in the same
+// process verifies tokens without fetching the JWKS.
+func (s *Server) Key(kid string) (crypto.PublicKey, bool) {
+	k, ok := s.keys.verify[kid]
+	return k, ok
+}
+
 func (s *Server) handleJWKS(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Cache-Control", "public, max-age=300")
 	writeJSON(w, http.StatusOK, jose.JSONWebKeySet{Keys: s.keys.jwks})

@@ -1,0 +1,458 @@
+// Package authz is the gateway sidecar's Envoy ext_authz service: it checks
+// the access token, the application's key and subscription, and the scopes
+// of every request, picks production or sandbox, and hands application,
+// user and subscription tier to the rate-limit step as dynamic metadata.
+package authz
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"slices"
+	"strings"
+	"time"
+	"unsafe"
+
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/rs/zerolog"
+	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"github.com/apim-dev/apim/internal/gwstate"
+	"github.com/apim-dev/apim/internal/model"
+)
+
+// Context extension keys every route sets (the contract with the xDS
+// translator).
+const (
+	ExtAPIID         = "api_id"
+	ExtAPIName       = "api_name"
+	ExtAPIVersion    = "api_version"
+	ExtAPIContext    = "api_context"
+	ExtEnvironment   = "environment"
+	ExtResource      = "resource"
+	ExtAuthType      = "auth_type"
+	ExtScopes        = "scopes"
+	ExtTier          = "tier"
+	ExtHasSandbox    = "has_sandbox"
+	ExtHasProduction = "has_production"
+)
+
+// HeaderKeyType is the request header that tells the route which key type,
+// and so which cluster, the request is for.
+const HeaderKeyType = "x-apim-key-type"
+
+// Dynamic metadata keys of an allowed request. The route's rate_limits read
+// MetaSubscriptionID and MetaSubscriptionTier, present only for a limited
+// subscription tier.
+const (
+	MetaAPIID            = "api_id"
+	MetaApplicationID    = "application_id"
+	MetaApplicationName  = "application_name"
+	MetaKeyType          = "key_type"
+	MetaUser             = "user"
+	MetaClientID         = "client_id"
+	MetaSubscriptionID   = "subscription_id"
+	MetaSubscriptionTier = "subscription_tier"
+)
+
+// Config configures the ext_authz server.
+type Config struct {
+	Keys    Keys     // verification keys by kid
+	Issuers []string // accepted iss values
+	State   *gwstate.Store
+	Logger  zerolog.Logger
+	Now     func() time.Time // defaults to time.Now
+	// Leeway is the clock skew allowed on exp and nbf; default 5s.
+	Leeway time.Duration
+	// CacheSize bounds the verified tokens cached; default 100,000.
+	CacheSize int
+	// Registry, when set, gets the decision counters.
+	Registry *prometheus.Registry
+}
+
+// Server answers Envoy's ext_authz Check calls.
+type Server struct {
+	keys    Keys
+	issuers []string
+	state   *gwstate.Store
+	log     zerolog.Logger
+	now     func() time.Time
+	leeway  int64 // seconds
+	cache   *tokenCache
+	allowed prometheus.Counter
+	deny    map[string]*denial // by WSO2 code
+}
+
+var _ authv3.AuthorizationServer = (*Server)(nil)
+
+// New returns a Server, or an error naming every missing setting.
+func New(cfg Config) (*Server, error) {
+	var errs []error
+	if cfg.Keys == nil {
+		errs = append(errs, errors.New("authz: keys is required"))
+	}
+	if len(cfg.Issuers) == 0 {
+		errs = append(errs, errors.New("authz: issuers is required"))
+	}
+	if cfg.State == nil {
+		errs = append(errs, errors.New("authz: state is required"))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Leeway <= 0 {
+		cfg.Leeway = 5 * time.Second
+	}
+	decisions := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "apim", Subsystem: "authz", Name: "decisions_total",
+		Help: "ext_authz decisions by result and WSO2 error code.",
+	}, []string{"result", "code"})
+	if cfg.Registry != nil {
+		if err := cfg.Registry.Register(decisions); err != nil {
+			return nil, fmt.Errorf("authz: register metrics: %w", err)
+		}
+	}
+	s := &Server{
+		keys:    cfg.Keys,
+		issuers: slices.Clone(cfg.Issuers),
+		state:   cfg.State,
+		log:     cfg.Logger,
+		now:     cfg.Now,
+		leeway:  int64(math.Ceil(cfg.Leeway.Seconds())),
+		cache:   newTokenCache(cfg.CacheSize),
+		allowed: decisions.WithLabelValues("allow", ""),
+		deny:    make(map[string]*denial, len(denials)),
+	}
+	for _, d := range denials {
+		d.resp = d.response()
+		d.count = decisions.WithLabelValues("deny", d.code)
+		s.deny[d.code] = &d
+	}
+	return s, nil
+}
+
+// Register registers the server as envoy.service.auth.v3.Authorization.
+func (s *Server) Register(g *grpc.Server) { authv3.RegisterAuthorizationServer(g, s) }
+
+// Check decides one request. A bad or missing credential is a denied
+// CheckResponse, never a gRPC error; the only errors are the context's.
+func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
+	resp, d := s.decide(req)
+	if err := ctx.Err(); err != nil {
+		return nil, status.FromContextError(err).Err()
+	}
+	if d != nil {
+		d.count.Inc()
+		return d.resp, nil
+	}
+	s.allowed.Inc()
+	return resp, nil
+}
+
+// decide returns the allowed response, or the denial.
+func (s *Server) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, *denial) {
+	attrs := req.GetAttributes()
+	ext := attrs.GetContextExtensions()
+	apiID := ext[ExtAPIID]
+	if apiID == "" {
+		return nil, s.deny[codeNoResource]
+	}
+	if ext[ExtAuthType] == model.AuthNone {
+		return unsecuredResponse(apiID), nil
+	}
+
+	tok, ok := bearer(attrs.GetRequest().GetHttp())
+	if !ok {
+		return nil, s.deny[codeMissing]
+	}
+	now := s.now()
+	// Hash the header's bytes in place: sha256 only reads them, and a copy
+	// of a kilobyte token would be the hot path's one allocation.
+	key := tokenKey(sha256.Sum256(unsafe.Slice(unsafe.StringData(tok), len(tok))))
+	v := s.cache.get(&key)
+	if v == nil {
+		var err error
+		if v, err = s.verify(tok, now); err != nil {
+			s.log.Debug().Err(err).Str(ExtAPIID, apiID).Msg("token rejected")
+			return nil, s.deny[codeInvalid]
+		}
+		s.cache.put(&key, v, now)
+	}
+	unix := now.Unix()
+	if unix >= v.exp+s.leeway {
+		s.cache.remove(&key)
+		return nil, s.deny[codeInvalid]
+	}
+	if v.nbf > unix+s.leeway {
+		return nil, s.deny[codeInvalid]
+	}
+
+	idx := s.state.Load()
+	km, ok := idx.KeyMapping(v.clientID)
+	if !ok {
+		return nil, s.deny[codeInvalid]
+	}
+	app, ok := idx.Application(km.ApplicationID)
+	if !ok {
+		return nil, s.deny[codeInvalid]
+	}
+	// A key of a type the API has no endpoint for is not a credential for
+	// it: 401 900901, as for an unknown key.
+	switch km.KeyType {
+	case model.KeyTypeProduction:
+		if ext[ExtHasProduction] != "true" {
+			return nil, s.deny[codeInvalid]
+		}
+	case model.KeyTypeSandbox:
+		if ext[ExtHasSandbox] != "true" {
+			return nil, s.deny[codeInvalid]
+		}
+	default:
+		return nil, s.deny[codeInvalid]
+	}
+	sub, ok := idx.Subscription(app.ID, apiID)
+	if !ok {
+		return nil, s.deny[codeNoSubscription]
+	}
+	switch sub.Status {
+	case model.SubUnblocked:
+	case model.SubBlocked:
+		return nil, s.deny[codeBlocked]
+	case model.SubProdOnlyBlocked:
+		if km.KeyType == model.KeyTypeProduction {
+			return nil, s.deny[codeBlocked]
+		}
+	default: // ON_HOLD, REJECTED, and anything unknown
+		return nil, s.deny[codeInactive]
+	}
+	if want := ext[ExtScopes]; want != "" && !anyScope(want, v.scope) {
+		return nil, s.deny[codeScope]
+	}
+	p, known := idx.Policy(model.LevelSubscription, sub.ThrottlingPolicy)
+	limited := !known || !p.Unlimited()
+
+	if m := v.ok.Load(); m != nil && m.km == km && m.app == app && m.sub == sub && m.limited == limited {
+		return m.resp, nil
+	}
+	m := &okMemo{km: km, app: app, sub: sub, limited: limited, resp: allowedResponse(v, km, app, sub, limited)}
+	v.ok.Store(m)
+	return m.resp, nil
+}
+
+// verify parses and verifies a token never seen before.
+func (s *Server) verify(tok string, now time.Time) (*verified, error) {
+	t, err := parseJWT(tok)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.verify(s.keys); err != nil {
+		return nil, err
+	}
+	c := &t.claims
+	if !slices.Contains(s.issuers, c.Issuer) {
+		return nil, errors.New("issuer not accepted")
+	}
+	if c.Expiry == nil {
+		return nil, errors.New("no exp")
+	}
+	v := &verified{subject: c.Subject, clientID: c.clientID(), scope: c.Scope, exp: int64(*c.Expiry)}
+	if c.NotBefore != nil {
+		v.nbf = int64(math.Ceil(float64(*c.NotBefore)))
+	}
+	unix := now.Unix()
+	if unix >= v.exp+s.leeway {
+		return nil, errors.New("expired")
+	}
+	if v.nbf > unix+s.leeway {
+		return nil, errors.New("not yet valid")
+	}
+	if v.clientID == "" {
+		return nil, errors.New("no client id")
+	}
+	return v, nil
+}
+
+// bearer returns the token of an "Authorization: Bearer" header.
+func bearer(h *authv3.AttributeContext_HttpRequest) (string, bool) {
+	auth, ok := h.GetHeaders()["authorization"]
+	if !ok {
+		for _, hv := range h.GetHeaderMap().GetHeaders() {
+			if strings.EqualFold(hv.GetKey(), "authorization") {
+				auth, ok = hv.GetValue(), true
+				if auth == "" {
+					auth = string(hv.GetRawValue())
+				}
+				break
+			}
+		}
+	}
+	const scheme = "bearer "
+	if !ok || len(auth) <= len(scheme) || !strings.EqualFold(auth[:len(scheme)], scheme) {
+		return "", false
+	}
+	tok := strings.TrimSpace(auth[len(scheme):])
+	return tok, tok != ""
+}
+
+// anyScope reports whether any of the space-separated scopes in want is
+// among the space-separated scopes in have.
+func anyScope(want, have string) bool {
+	for want != "" {
+		var w string
+		w, want, _ = strings.Cut(want, " ")
+		if w == "" {
+			continue
+		}
+		for h, rest := "", have; rest != ""; {
+			h, rest, _ = strings.Cut(rest, " ")
+			if h == w {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func keyTypeHeader(keyType string) []*corev3.HeaderValueOption {
+	return []*corev3.HeaderValueOption{{
+		Header:       &corev3.HeaderValue{Key: HeaderKeyType, Value: keyType},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}}
+}
+
+func okResponse(keyType string, meta map[string]*structpb.Value) *authv3.CheckResponse {
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(codes.OK)},
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			Headers: keyTypeHeader(keyType),
+		}},
+		DynamicMetadata: &structpb.Struct{Fields: meta},
+	}
+}
+
+func unsecuredResponse(apiID string) *authv3.CheckResponse {
+	return okResponse(model.KeyTypeProduction, map[string]*structpb.Value{
+		MetaAPIID:   structpb.NewStringValue(apiID),
+		MetaKeyType: structpb.NewStringValue(model.KeyTypeProduction),
+	})
+}
+
+func allowedResponse(v *verified, km *model.KeyMapping, app *model.Application, sub *model.Subscription, limited bool) *authv3.CheckResponse {
+	meta := map[string]*structpb.Value{
+		MetaAPIID:           structpb.NewStringValue(sub.APIID),
+		MetaApplicationID:   structpb.NewStringValue(app.ID),
+		MetaApplicationName: structpb.NewStringValue(app.Name),
+		MetaKeyType:         structpb.NewStringValue(km.KeyType),
+		MetaUser:            structpb.NewStringValue(v.subject),
+		MetaClientID:        structpb.NewStringValue(v.clientID),
+	}
+	if limited {
+		meta[MetaSubscriptionID] = structpb.NewStringValue(sub.ID)
+		meta[MetaSubscriptionTier] = structpb.NewStringValue(sub.ThrottlingPolicy)
+	}
+	return okResponse(km.KeyType, meta)
+}
+
+// WSO2 error codes the server answers with.
+const (
+	codeMissing        = "900902"
+	codeInvalid        = "900901"
+	codeNoResource     = "900906"
+	codeBlocked        = "900907"
+	codeNoSubscription = "900908"
+	codeInactive       = "900909"
+	codeScope          = "900910"
+)
+
+// denial is one prepared denied response; they are built once in New and
+// shared, since nothing in them depends on the request.
+type denial struct {
+	code        string
+	http        typev3.StatusCode
+	grpc        codes.Code
+	message     string
+	description string
+	challenge   string // www-authenticate, for 401s
+
+	resp  *authv3.CheckResponse
+	count prometheus.Counter
+}
+
+var denials = []denial{
+	{code: codeMissing, http: typev3.StatusCode_Unauthorized, grpc: codes.Unauthenticated,
+		message:     "Missing Credentials",
+		description: "Invalid Credentials. Make sure your API invocation call has a header: 'Authorization : Bearer ACCESS_TOKEN' or 'Authorization : Basic ACCESS_TOKEN' or 'apikey: API_KEY'",
+		challenge:   `Bearer realm="apim"`},
+	{code: codeInvalid, http: typev3.StatusCode_Unauthorized, grpc: codes.Unauthenticated,
+		message:     "Invalid Credentials",
+		description: "Invalid Credentials. Make sure you have provided the correct security credentials",
+		challenge:   `Bearer realm="apim", error="invalid_token"`},
+	{code: codeNoResource, http: typev3.StatusCode_NotFound, grpc: codes.NotFound,
+		message:     "No matching resource found for given API Request",
+		description: "No matching resource found in the API for the given request"},
+	{code: codeBlocked, http: typev3.StatusCode_Unauthorized, grpc: codes.PermissionDenied,
+		message:     "The requested API is temporarily blocked",
+		description: "The subscription to the API is blocked",
+		challenge:   `Bearer realm="apim"`},
+	{code: codeNoSubscription, http: typev3.StatusCode_Forbidden, grpc: codes.PermissionDenied,
+		message:     "Resource forbidden",
+		description: "User is NOT authorized to access the Resource. API Subscription validation failed."},
+	{code: codeInactive, http: typev3.StatusCode_Unauthorized, grpc: codes.PermissionDenied,
+		message:     "The subscription to the API is inactive",
+		description: "The subscription to the API is on hold or rejected",
+		challenge:   `Bearer realm="apim"`},
+	{code: codeScope, http: typev3.StatusCode_Forbidden, grpc: codes.PermissionDenied,
+		message:     "The access token does not allow you to access the requested resource",
+		description: "User is NOT authorized to access the Resource. Scope validation failed."},
+}
+
+func (d *denial) response() *authv3.CheckResponse {
+	body, err := jsonBody(d.code, d.message, d.description)
+	if err != nil { // constant strings: cannot happen
+		body = `{"code":"` + d.code + `"}`
+	}
+	headers := []*corev3.HeaderValueOption{{
+		Header:       &corev3.HeaderValue{Key: "content-type", Value: "application/json"},
+		AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+	}}
+	if d.challenge != "" {
+		headers = append(headers, &corev3.HeaderValueOption{
+			Header:       &corev3.HeaderValue{Key: "www-authenticate", Value: d.challenge},
+			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
+		})
+	}
+	return &authv3.CheckResponse{
+		Status: &rpcstatus.Status{Code: int32(d.grpc), Message: d.message},
+		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
+			Status:  &typev3.HttpStatus{Code: d.http},
+			Headers: headers,
+			Body:    body,
+		}},
+	}
+}
+
+// jsonBody is WSO2's error body: {"code":...,"message":...,"description":...}.
+func jsonBody(code, message, description string) (string, error) {
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	err := enc.Encode(struct {
+		Code        string `json:"code"`
+		Message     string `json:"message"`
+		Description string `json:"description"`
+	}{code, message, description})
+	return strings.TrimSuffix(b.String(), "\n"), err
+}

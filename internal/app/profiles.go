@@ -1,0 +1,415 @@
+package app
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/tls"
+	"encoding/json"
+	"fmt"
+	"net"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/rs/zerolog"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/apim-dev/apim/authz"
+	"github.com/apim-dev/apim/envoy"
+	"github.com/apim-dev/apim/internal/certs"
+	"github.com/apim-dev/apim/internal/config"
+	"github.com/apim-dev/apim/internal/events"
+	"github.com/apim-dev/apim/internal/gwstate"
+	"github.com/apim-dev/apim/internal/migrate"
+	"github.com/apim-dev/apim/internal/model"
+	"github.com/apim-dev/apim/internal/pgcluster"
+	"github.com/apim-dev/apim/internal/runner"
+	"github.com/apim-dev/apim/internal/store"
+	"github.com/apim-dev/apim/keymgr"
+	"github.com/apim-dev/apim/portal"
+	"github.com/apim-dev/apim/ratelimit"
+	"github.com/apim-dev/apim/xds"
+)
+
+// databases are the two pools, migrated.
+type databases struct {
+	apim, shared *pgxpool.Pool
+	cluster      *pgcluster.Cluster
+}
+
+func (d *databases) close() {
+	if d.apim != nil {
+		d.apim.Close()
+	}
+	if d.shared != nil {
+		d.shared.Close()
+	}
+	if d.cluster != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		d.cluster.Stop(ctx)
+	}
+}
+
+// openDatabases connects to the configured databases, or starts the private
+// cluster when none is configured, and applies the migrations.
+func openDatabases(ctx context.Context, cfg config.Config, root zerolog.Logger) (*databases, error) {
+	d := &databases{}
+	apimURL, sharedURL := cfg.Database.APIMURL, cfg.Database.SharedURL
+	if apimURL == "" {
+		dir, err := filepath.Abs(filepath.Join(cfg.DataDir, "postgres"))
+		if err != nil {
+			return nil, fmt.Errorf("data_dir: %w", err)
+		}
+		c, err := pgcluster.Start(ctx, pgcluster.Config{Dir: dir, Port: cfg.Database.PrivatePort, Logger: root.With().Str("component", "postgres").Logger()})
+		if err != nil {
+			return nil, fmt.Errorf("start the private PostgreSQL cluster: %w", err)
+		}
+		d.cluster = c
+		for _, db := range []string{"apim", "apim_shared"} {
+			if err := c.EnsureDatabase(ctx, db); err != nil {
+				d.close()
+				return nil, err
+			}
+		}
+		apimURL, sharedURL = c.URL("apim"), c.URL("apim_shared")
+	}
+	if err := migrate.Migrate(ctx, apimURL, sharedURL); err != nil {
+		d.close()
+		return nil, err
+	}
+	var err error
+	if d.apim, err = pgxpool.New(ctx, apimURL); err != nil {
+		d.close()
+		return nil, fmt.Errorf("database.apim_url: %w", err)
+	}
+	if d.shared, err = pgxpool.New(ctx, sharedURL); err != nil {
+		d.close()
+		return nil, fmt.Errorf("database.shared_url: %w", err)
+	}
+	return d, nil
+}
+
+// brokers returns the configured Kafka brokers, or starts the embedded broker
+// (all-in-one only), and makes sure the topics exist.
+func (s *system) brokers(ctx context.Context) ([]string, error) {
+	brokers := s.cfg.Kafka.Brokers
+	if len(brokers) == 0 {
+		emb, err := events.StartEmbedded(ctx, s.cfg.Kafka.EmbeddedAddress)
+		if err != nil {
+			return nil, fmt.Errorf("start the embedded Kafka broker on kafka.embedded_address: %w", err)
+		}
+		s.onClose(emb.Close)
+		brokers = emb.Brokers()
+		log := s.log("kafka")
+		log.Info().Strs("brokers", brokers).Msg("embedded Kafka-protocol broker started")
+	}
+	if err := events.EnsureTopics(ctx, brokers, s.cfg.Kafka.Partitions, events.TopicNotifications); err != nil {
+		return nil, err
+	}
+	return brokers, nil
+}
+
+func (s *system) allInOne(ctx context.Context) error {
+	cp, err := s.controlPlaneParts(ctx)
+	if err != nil {
+		return err
+	}
+	return s.gatewayParts(ctx, cp.brokers, cp.store.GatewayState, cp.keys, []string{cp.keys.Issuer()})
+}
+
+func (s *system) controlPlane(ctx context.Context) error {
+	_, err := s.controlPlaneParts(ctx)
+	return err
+}
+
+// gateway runs the sidecar of a gateway fleet: it loads its environment's
+// state from the control plane over HTTPS and verifies tokens against the
+// control plane's JWKS.
+func (s *system) gateway(ctx context.Context) error {
+	brokers, err := s.brokers(ctx)
+	if err != nil {
+		return err
+	}
+	client, err := s.controlPlaneClient()
+	if err != nil {
+		return err
+	}
+	base := strings.TrimSuffix(s.cfg.Gateway.ControlPlaneURL, "/")
+	keys, err := authz.NewJWKS(authz.JWKSConfig{URL: base + "/oauth2/jwks", Client: client, Logger: s.log("jwks")})
+	if err != nil {
+		return err
+	}
+	s.add(keys)
+	load := func(ctx context.Context, env string) (*model.GatewayState, error) {
+		return fetchGatewayState(ctx, client, base, env, s.cfg.Gateway.Token)
+	}
+	return s.gatewayParts(ctx, brokers, load, keys, []string{s.cfg.KeyManager.Issuer})
+}
+
+// trafficManager serves only health and metrics for now: global throttling
+// decisions are the traffic manager's work in a later issue.
+func (s *system) trafficManager(ctx context.Context) error {
+	_, err := s.brokers(ctx)
+	return err
+}
+
+// controlPlane holds what the control plane's parts share with a gateway in
+// the same process.
+type controlPlane struct {
+	brokers []string
+	store   *store.Store
+	keys    *keymgr.Server
+}
+
+func (s *system) controlPlaneParts(ctx context.Context) (*controlPlane, error) {
+	dbs, err := openDatabases(ctx, s.cfg, s.root)
+	if err != nil {
+		return nil, err
+	}
+	s.onClose(dbs.close)
+	brokers, err := s.brokers(ctx)
+	if err != nil {
+		return nil, err
+	}
+	km, err := keymgr.New(ctx, keymgr.Config{
+		BaseURL: s.cfg.HTTP.BaseURL, Issuer: s.cfg.KeyManager.Issuer,
+		APIM: dbs.apim, Shared: dbs.shared, AccessTokenTTL: s.cfg.KeyManager.AccessTokenTTL,
+		Logger: s.log("keymgr"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := s.ensureAdmin(ctx, dbs.shared); err != nil {
+		return nil, err
+	}
+	st := store.New(dbs.apim)
+	p, err := portal.New(portal.Config{Store: st, Tokens: km, Clients: km, Logger: s.log("portal")})
+	if err != nil {
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/api/am/", p.Handler())
+	mux.Handle("/", km.Handler())
+	mux.Handle("GET /internal/data/v1/gateway-state", s.gatewayStateHandler(st))
+	if _, err := s.serveHTTPS(mux); err != nil {
+		return nil, err
+	}
+
+	relay, err := events.NewRelay(events.RelayConfig{DB: dbs.apim, Brokers: brokers, Logger: s.log("relay")})
+	if err != nil {
+		return nil, err
+	}
+	sidecarHost, sidecarPort, err := splitHostPort(s.cfg.Gateway.SidecarAddress)
+	if err != nil {
+		return nil, fmt.Errorf("gateway.sidecar_address: %w", err)
+	}
+	xdsSrv, err := xds.New(xds.Config{
+		Address: s.cfg.XDS.Address, Source: st,
+		ListenerPort:      uint32(s.cfg.Gateway.ListenerPort),
+		Sidecar:           xds.Upstream{Address: sidecarHost, Port: sidecarPort},
+		RateLimitFailOpen: s.cfg.Gateway.RateLimitFailOpen,
+		Logger:            s.log("xds"),
+	})
+	if err != nil {
+		return nil, err
+	}
+	tail, err := events.NewTail(events.TailConfig{Brokers: brokers, Topic: events.TopicNotifications, Logger: s.log("xds-events")})
+	if err != nil {
+		return nil, err
+	}
+	if err := tail.Mark(ctx); err != nil {
+		return nil, err
+	}
+	s.add(relay, xdsSrv, runner.Func(func(ctx context.Context) error {
+		return tail.Run(ctx, func(_ context.Context, ev events.Event) error {
+			if ev.Kind == events.KindDeployment || ev.Kind == events.KindAPI {
+				xdsSrv.Notify()
+			}
+			return nil
+		})
+	}))
+	return &controlPlane{brokers: brokers, store: st, keys: km}, nil
+}
+
+// ensureAdmin creates the administrator on first start. Only all-in-one may
+// fall back to admin/admin, and it says so loudly.
+func (s *system) ensureAdmin(ctx context.Context, shared *pgxpool.Pool) error {
+	password := s.cfg.Admin.Password
+	if password == "" {
+		password = "admin"
+	}
+	created, err := keymgr.EnsureUser(ctx, shared, s.cfg.Admin.Username, password, []string{"admin"})
+	if err != nil {
+		return fmt.Errorf("create the admin user: %w", err)
+	}
+	if created && s.cfg.Admin.Password == "" {
+		log := s.log("app")
+		log.Warn().Str("user", s.cfg.Admin.Username).
+			Msg("NO ADMIN PASSWORD CONFIGURED: created the admin user with the default password 'admin'. Set admin.password (APIM_ADMIN_PASSWORD) before exposing this instance, and change it.")
+	}
+	return nil
+}
+
+// gatewayStateHandler serves a gateway environment's full state to gateway
+// sidecars that hold the shared gateway.token. Without a token configured it
+// serves nothing.
+func (s *system) gatewayStateHandler(st *store.Store) http.Handler {
+	token := s.cfg.Gateway.Token
+	log := s.log("app")
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		if token == "" || !ok || subtle.ConstantTimeCompare([]byte(got), []byte(token)) != 1 {
+			http.Error(w, `{"code":401,"message":"Unauthenticated"}`, http.StatusUnauthorized)
+			return
+		}
+		state, err := st.GatewayState(r.Context(), r.URL.Query().Get("environment"))
+		if err != nil {
+			log.Error().Err(err).Msg("load gateway state")
+			http.Error(w, `{"code":500,"message":"Internal error"}`, http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(state)
+	})
+}
+
+func fetchGatewayState(ctx context.Context, client *http.Client, base, env, token string) (*model.GatewayState, error) {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/internal/data/v1/gateway-state?environment="+env, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("load gateway state from the control plane: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("load gateway state from the control plane: %s", resp.Status)
+	}
+	var st model.GatewayState
+	if err := json.NewDecoder(resp.Body).Decode(&st); err != nil {
+		return nil, fmt.Errorf("decode gateway state: %w", err)
+	}
+	return &st, nil
+}
+
+func (s *system) controlPlaneClient() (*http.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	if s.cfg.Gateway.ControlPlaneCA != "" {
+		pool, err := certs.Pool(s.cfg.Gateway.ControlPlaneCA)
+		if err != nil {
+			return nil, fmt.Errorf("gateway.control_plane_ca: %w", err)
+		}
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	}
+	return &http.Client{Transport: tr, Timeout: 30 * time.Second}, nil
+}
+
+type stateLoader func(ctx context.Context, environment string) (*model.GatewayState, error)
+
+// gatewayParts runs the sidecar: it marks the event stream, loads the full
+// state, then serves ext_authz and the rate-limit service while applying
+// events.
+func (s *system) gatewayParts(ctx context.Context, brokers []string, load stateLoader, keys authz.Keys, issuers []string) error {
+	env := s.cfg.Gateway.Environment
+	state := gwstate.NewStore()
+	tail, err := events.NewTail(events.TailConfig{Brokers: brokers, Topic: events.TopicNotifications, Logger: s.log("gateway-events")})
+	if err != nil {
+		return err
+	}
+	if err := tail.Mark(ctx); err != nil {
+		return err
+	}
+	full, err := load(ctx, env)
+	if err != nil {
+		return err
+	}
+	state.Replace(full)
+	log := s.log("gateway")
+	log.Info().Str("environment", env).Int("deployments", len(full.Deployments)).Int("subscriptions", len(full.Subscriptions)).Msg("loaded gateway state")
+
+	az, err := authz.New(authz.Config{Keys: keys, Issuers: issuers, State: state, Logger: s.log("authz"), Registry: s.reg})
+	if err != nil {
+		return err
+	}
+	rl, err := ratelimit.New(ratelimit.Config{State: state, Logger: s.log("ratelimit")})
+	if err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", s.cfg.Gateway.SidecarAddress)
+	if err != nil {
+		return fmt.Errorf("gateway.sidecar_address: %w", err)
+	}
+	srv := grpc.NewServer()
+	az.Register(srv)
+	rl.Register(srv)
+	healthpb.RegisterHealthServer(srv, health.NewServer())
+	s.add(
+		rl,
+		runner.Func(func(ctx context.Context) error {
+			return tail.Run(ctx, func(_ context.Context, ev events.Event) error {
+				if ev.Kind == events.KindDeployment && ev.Environment != env {
+					return nil
+				}
+				if err := state.Apply(ev); err != nil {
+					log.Warn().Err(err).Str("kind", string(ev.Kind)).Str("id", ev.ID).Msg("event not applied")
+				}
+				return nil
+			})
+		}),
+		runner.Func(func(ctx context.Context) error {
+			errc := make(chan error, 1)
+			go func() { errc <- srv.Serve(ln) }()
+			select {
+			case err := <-errc:
+				return fmt.Errorf("sidecar gRPC server: %w", err)
+			case <-ctx.Done():
+				srv.GracefulStop()
+				return nil
+			}
+		}),
+	)
+	return nil
+}
+
+func splitHostPort(addr string) (string, uint32, error) {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return "", 0, err
+	}
+	var p uint32
+	if _, err := fmt.Sscanf(port, "%d", &p); err != nil {
+		return "", 0, fmt.Errorf("bad port in %q", addr)
+	}
+	return host, p, nil
+}
+
+// writeEnvoyBootstrap writes the bootstrap of an Envoy that takes everything
+// over ADS from this configuration's xDS server.
+func writeEnvoyBootstrap(cfg config.Config, o options) error {
+	host, port, err := splitHostPort(cfg.XDS.Address)
+	if err != nil {
+		return fmt.Errorf("xds.address: %w", err)
+	}
+	b, err := envoy.Bootstrap(envoy.BootstrapConfig{
+		NodeID: o.nodeID, Cluster: cfg.Gateway.Environment,
+		XDSAddress: host, XDSPort: int(port),
+		AdminAddress: "127.0.0.1", AdminPort: o.adminPort,
+	})
+	if err != nil {
+		return err
+	}
+	return writeFile(o.out, b)
+}
+
+func certsFor(cfg config.Config) (tls.Certificate, string, error) {
+	return certs.LoadOrCreate(filepath.Join(cfg.DataDir, "tls"), cfg.HTTP.CertFile, cfg.HTTP.KeyFile)
+}

@@ -1,0 +1,342 @@
+// Package gwstate is the gateway sidecar's in-memory state: an immutable
+// index of deployments, applications, key mappings, subscriptions and
+// throttling policies that ext_authz and the rate-limit service read on every
+// request, swapped atomically as entity events arrive.
+//
+// Copy-on-write: an Index is never changed once published. Each large map is
+// split into 256 shards behind one pointer array, so an event copies the
+// array (2 KB) and the one shard the entity lives in (for 100,000
+// subscriptions, about 400 entries) rather than the whole map. This keeps an
+// event well under a millisecond without a persistent-tree dependency, and
+// keeps reads to one hash and two map lookups.
+package gwstate
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+
+	"github.com/apim-dev/apim/internal/events"
+	"github.com/apim-dev/apim/internal/model"
+)
+
+// ErrUnknownKind is returned by Apply for an event of a kind the gateway
+// does not keep.
+var ErrUnknownKind = errors.New("unknown event kind")
+
+type subKey struct{ app, api string }
+
+type policyKey struct{ level, name string }
+
+// Index is one immutable view of the gateway state. Its lookups do not
+// allocate.
+type Index struct {
+	environment   string
+	deployments   shardedMap[string, *model.Deployment]
+	applications  shardedMap[string, *model.Application]
+	keyMappings   shardedMap[string, *model.KeyMapping]
+	subscriptions shardedMap[subKey, *model.Subscription]
+	policies      shardedMap[policyKey, *model.Policy]
+}
+
+func newIndex(env string) *Index {
+	return &Index{
+		environment:   env,
+		deployments:   newShardedMap[string, *model.Deployment](hashString),
+		applications:  newShardedMap[string, *model.Application](hashString),
+		keyMappings:   newShardedMap[string, *model.KeyMapping](hashString),
+		subscriptions: newShardedMap[subKey, *model.Subscription](func(k subKey) uint64 { return hashPair(k.app, k.api) }),
+		policies:      newShardedMap[policyKey, *model.Policy](func(k policyKey) uint64 { return hashPair(k.level, k.name) }),
+	}
+}
+
+// Environment is the gateway environment the state is for.
+func (x *Index) Environment() string { return x.environment }
+
+// Deployment returns the deployment of an API in this environment.
+func (x *Index) Deployment(apiID string) (*model.Deployment, bool) {
+	return x.deployments.get(apiID)
+}
+
+// Application returns an application by id.
+func (x *Index) Application(id string) (*model.Application, bool) {
+	return x.applications.get(id)
+}
+
+// KeyMapping returns the key mapping of an OAuth client (consumer key).
+func (x *Index) KeyMapping(consumerKey string) (*model.KeyMapping, bool) {
+	return x.keyMappings.get(consumerKey)
+}
+
+// Subscription returns an application's subscription to an API.
+func (x *Index) Subscription(applicationID, apiID string) (*model.Subscription, bool) {
+	return x.subscriptions.get(subKey{applicationID, apiID})
+}
+
+// Policy returns a throttling policy by level (model.LevelSubscription, ...)
+// and name.
+func (x *Index) Policy(level, name string) (*model.Policy, bool) {
+	return x.policies.get(policyKey{level, name})
+}
+
+// Counts reports how many entities of each kind the index holds.
+func (x *Index) Counts() map[events.Kind]int {
+	return map[events.Kind]int{
+		events.KindDeployment:   x.deployments.len(),
+		events.KindApplication:  x.applications.len(),
+		events.KindKeyMapping:   x.keyMappings.len(),
+		events.KindSubscription: x.subscriptions.len(),
+		events.KindPolicy:       x.policies.len(),
+	}
+}
+
+// Store holds the current Index. Load is lock-free; Replace and Apply are
+// serialised by a mutex and publish a new Index.
+type Store struct {
+	cur atomic.Pointer[Index]
+
+	mu sync.Mutex
+	// gens is the highest generation seen per entity ("kind/id"), deleted
+	// entities included: a tombstone that stops a replayed, older upsert
+	// from bringing the entity back.
+	gens map[string]int64
+	// subByID and keyByID find a subscription's or key mapping's slot when
+	// a delete event carries only the id.
+	subByID map[string]subKey
+	keyByID map[string]string
+}
+
+// NewStore returns a store holding an empty index.
+func NewStore() *Store {
+	s := &Store{gens: map[string]int64{}, subByID: map[string]subKey{}, keyByID: map[string]string{}}
+	s.cur.Store(newIndex(""))
+	return s
+}
+
+// Load returns the current index. It never blocks.
+func (s *Store) Load() *Index { return s.cur.Load() }
+
+func entityKey(kind events.Kind, id string) string { return string(kind) + "/" + id }
+
+func policyID(level, name string) string { return level + "/" + name }
+
+// Replace swaps in the full state st, as loaded from the control plane.
+// Generations of the entities in st become the floor for later events. An
+// entity that the previous index held and st does not is remembered as
+// deleted at its last generation, and earlier tombstones are kept, so
+// events replayed after the load cannot bring back what the load removed.
+func (s *Store) Replace(st *model.GatewayState) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	x := newIndex(st.Environment)
+	gens := make(map[string]int64, len(s.gens))
+	for k, g := range s.gens { // tombstones and old generations
+		gens[k] = g
+	}
+	subByID := make(map[string]subKey, len(st.Subscriptions))
+	keyByID := make(map[string]string, len(st.KeyMappings))
+	raise := func(k string, g int64) {
+		if g > gens[k] {
+			gens[k] = g
+		}
+	}
+	for i := range st.Deployments {
+		d := st.Deployments[i]
+		if st.Environment != "" && d.Environment != "" && d.Environment != st.Environment {
+			continue
+		}
+		x.deployments.put(d.APIID, &d)
+		raise(entityKey(events.KindDeployment, d.APIID), d.API.Generation)
+	}
+	for i := range st.Applications {
+		a := st.Applications[i]
+		x.applications.put(a.ID, &a)
+		raise(entityKey(events.KindApplication, a.ID), a.Generation)
+	}
+	for i := range st.KeyMappings {
+		k := st.KeyMappings[i]
+		x.keyMappings.put(k.ConsumerKey, &k)
+		keyByID[k.ID] = k.ConsumerKey
+		raise(entityKey(events.KindKeyMapping, k.ID), k.Generation)
+	}
+	for i := range st.Subscriptions {
+		sub := st.Subscriptions[i]
+		key := subKey{sub.ApplicationID, sub.APIID}
+		x.subscriptions.put(key, &sub)
+		subByID[sub.ID] = key
+		raise(entityKey(events.KindSubscription, sub.ID), sub.Generation)
+	}
+	for i := range st.Policies {
+		p := st.Policies[i]
+		x.policies.put(policyKey{p.Level, p.Name}, &p)
+		raise(entityKey(events.KindPolicy, policyID(p.Level, p.Name)), p.Generation)
+	}
+	// Entities the load dropped stay dropped: their generation is already
+	// in gens from when they were applied, so only the index changes.
+	s.gens, s.subByID, s.keyByID = gens, subByID, keyByID
+	s.cur.Store(x)
+}
+
+// Apply applies one entity event: an upsert or a delete of a deployment,
+// application, key mapping, subscription or policy. An event whose
+// generation is not greater than the one held for its entity is dropped
+// (nil error). API events are ignored: routes carry what the gateway needs.
+func (s *Store) Apply(ev events.Event) error {
+	if ev.Op != events.OpUpsert && ev.Op != events.OpDelete {
+		return fmt.Errorf("apply %s event %s: unknown op %q", ev.Kind, ev.ID, ev.Op)
+	}
+	del := ev.Op == events.OpDelete
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	x := *s.cur.Load() // shallow copy: shares every map until one is changed
+
+	fresh := func(id string) bool {
+		k := entityKey(ev.Kind, id)
+		if ev.Generation <= s.gens[k] {
+			return false
+		}
+		s.gens[k] = ev.Generation
+		return true
+	}
+
+	switch ev.Kind {
+	case events.KindAPI:
+		return nil
+	case events.KindDeployment:
+		var d model.Deployment
+		if err := decode(ev, &d); err != nil {
+			return err
+		}
+		if d.APIID == "" {
+			d.APIID = ev.ID
+		}
+		env := d.Environment
+		if env == "" {
+			env = ev.Environment
+		}
+		if env != "" && x.environment != "" && env != x.environment {
+			return nil // another environment's deployment
+		}
+		if !fresh(d.APIID) {
+			return nil
+		}
+		if del {
+			x.deployments = x.deployments.without(d.APIID)
+		} else {
+			x.deployments = x.deployments.with(d.APIID, &d)
+		}
+	case events.KindApplication:
+		var a model.Application
+		if err := decode(ev, &a); err != nil {
+			return err
+		}
+		if a.ID == "" {
+			a.ID = ev.ID
+		}
+		if !fresh(a.ID) {
+			return nil
+		}
+		if del {
+			x.applications = x.applications.without(a.ID)
+		} else {
+			x.applications = x.applications.with(a.ID, &a)
+		}
+	case events.KindKeyMapping:
+		var k model.KeyMapping
+		if err := decode(ev, &k); err != nil {
+			return err
+		}
+		if k.ID == "" {
+			k.ID = ev.ID
+		}
+		if !del && k.ConsumerKey == "" {
+			return fmt.Errorf("apply key_mapping event %s: consumerKey %w", ev.ID, model.ErrRequired)
+		}
+		if !fresh(k.ID) {
+			return nil
+		}
+		// Free the slot this mapping held before, if its consumer key
+		// changed or it is being deleted.
+		if prev, ok := s.keyByID[k.ID]; ok && (del || prev != k.ConsumerKey) {
+			if cur, ok := x.keyMappings.get(prev); ok && cur.ID == k.ID {
+				x.keyMappings = x.keyMappings.without(prev)
+			}
+			delete(s.keyByID, k.ID)
+		}
+		if !del {
+			if cur, ok := x.keyMappings.get(k.ConsumerKey); ok && cur.ID != k.ID {
+				delete(s.keyByID, cur.ID)
+			}
+			x.keyMappings = x.keyMappings.with(k.ConsumerKey, &k)
+			s.keyByID[k.ID] = k.ConsumerKey
+		}
+	case events.KindSubscription:
+		var sub model.Subscription
+		if err := decode(ev, &sub); err != nil {
+			return err
+		}
+		if sub.ID == "" {
+			sub.ID = ev.ID
+		}
+		key := subKey{sub.ApplicationID, sub.APIID}
+		if !del && (key.app == "" || key.api == "") {
+			return fmt.Errorf("apply subscription event %s: applicationId and apiId %w", ev.ID, model.ErrRequired)
+		}
+		if !fresh(sub.ID) {
+			return nil
+		}
+		if prev, ok := s.subByID[sub.ID]; ok && (del || prev != key) {
+			if cur, ok := x.subscriptions.get(prev); ok && cur.ID == sub.ID {
+				x.subscriptions = x.subscriptions.without(prev)
+			}
+			delete(s.subByID, sub.ID)
+		}
+		if !del {
+			if cur, ok := x.subscriptions.get(key); ok && cur.ID != sub.ID {
+				delete(s.subByID, cur.ID)
+			}
+			x.subscriptions = x.subscriptions.with(key, &sub)
+			s.subByID[sub.ID] = key
+		}
+	case events.KindPolicy:
+		var p model.Policy
+		if err := decode(ev, &p); err != nil {
+			return err
+		}
+		if p.Level == "" && p.Name == "" { // a delete may carry only "level/name" as its id
+			p.Level, p.Name, _ = strings.Cut(ev.ID, "/")
+		}
+		if p.Level == "" || p.Name == "" {
+			return fmt.Errorf("apply policy event %s: level and name %w", ev.ID, model.ErrRequired)
+		}
+		if !fresh(policyID(p.Level, p.Name)) {
+			return nil
+		}
+		key := policyKey{p.Level, p.Name}
+		if del {
+			x.policies = x.policies.without(key)
+		} else {
+			x.policies = x.policies.with(key, &p)
+		}
+	default:
+		return fmt.Errorf("apply event %s: %w %q", ev.ID, ErrUnknownKind, ev.Kind)
+	}
+	s.cur.Store(&x)
+	return nil
+}
+
+func decode(ev events.Event, v any) error {
+	if len(ev.Data) == 0 {
+		if ev.Op == events.OpDelete {
+			return nil // the id is enough
+		}
+		return fmt.Errorf("apply %s event %s: data %w", ev.Kind, ev.ID, model.ErrRequired)
+	}
+	if err := json.Unmarshal(ev.Data, v); err != nil {
+		return fmt.Errorf("decode %s event %s: %w", ev.Kind, ev.ID, err)
+	}
+	return nil
+}
