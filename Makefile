@@ -6,13 +6,13 @@ BIN := bin/apim
 # Tiers by package: unit tests need no services; integration tests start a
 # private PostgreSQL and Kafka (embedded and Apache); e2e runs real Envoy in
 # front of the real binary.
-UNIT_PKGS := ./internal/config/... ./internal/model/... ./internal/certs/... ./internal/runner/... \
-	./xds/... ./envoy/... ./authz/... ./ratelimit/... ./gwstate/...
-INTEGRATION_PKGS := ./internal/pgcluster/... ./internal/migrate/... ./internal/events/... \
-	./internal/store/... ./keymgr/... ./portal/... ./internal/app/...
+UNIT_PKGS := ./internal/config/... ./internal/model/... ./internal/certs/... ./internal/app/... \
+	./internal/gwstate/... ./xds/... ./envoy/... ./authz/... ./ratelimit/...
+INTEGRATION_PKGS := ./internal/pgcluster/... ./internal/pgtest/... ./internal/migrate/... \
+	./internal/events/... ./internal/kafkatest/... ./internal/store/... ./keymgr/... ./portal/...
 E2E_PKGS := ./e2e/...
 
-.PHONY: all build run test test-unit test-integration test-e2e deps envoy kafka-jars lint bench clean
+.PHONY: all build run test test-unit test-integration test-e2e deps envoy kafka-jars lint bench bench-e2e clean
 
 all: build
 
@@ -43,7 +43,10 @@ test-e2e: deps envoy kafka-jars
 	$(GO) test -count=1 -timeout 20m $(E2E_PKGS)
 
 bench: envoy
-	$(GO) test -run '^$$' -bench . -benchmem ./authz/... ./ratelimit/... ./gwstate/... ./xds/...
+	$(GO) test -run '^$$' -bench . -benchmem ./authz/... ./ratelimit/... ./internal/gwstate/... ./xds/...
+
+bench-e2e: deps envoy
+	$(GO) test -run '^$$' -bench DeployToLive -benchtime 1x ./e2e/
 
 lint:
 	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0 run ./...

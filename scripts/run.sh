@@ -12,6 +12,7 @@ stop() {
   echo; echo "stopping..."
   for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
+  exit 0
 }
 trap stop EXIT INT TERM
 
@@ -49,5 +50,6 @@ BANNER
 grep -v '^set -euo pipefail$' scripts/demo.sh | sed 's/^/    /'
 echo
 echo "Or run it in one go: bash scripts/demo.sh      Press Ctrl-C to stop everything."
-wait -n "${pids[@]}"
+wait -n "${pids[@]}" || true
 echo "a process exited; see .data/logs/"
+exit 1
