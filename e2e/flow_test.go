@@ -209,3 +209,28 @@ func (e *env) appToken(token, app string) string {
 	}, &keys)
 	return e.token(keys.ConsumerKey, keys.ConsumerSecret, "grant_type=client_credentials")
 }
+
+// TestSplitProfiles runs the control plane and a gateway as two processes:
+// the gateway loads its environment's state from the control plane over
+// HTTPS, verifies tokens against its JWKS and follows events on Kafka; after
+// a restart it serves the same subscriptions from a fresh full load.
+func TestSplitProfiles(t *testing.T) {
+	e := startSplit(t)
+	admin := e.userToken("admin", e.adminPass, "apim:api_view apim:api_create apim:api_publish apim:subscribe apim:app_manage apim:sub_manage")
+	api := e.publishAPI(admin, "Split", "/split", []string{"Unlimited"})
+	app := e.createApp(admin, "SplitApp")
+	e.subscribe(admin, app, api, "Unlimited")
+	token := e.appToken(admin, app)
+	live := func() string {
+		if status, _, body, _ := e.gateway("GET", "/split/1.0.0/items/7", token); status != 200 || !strings.Contains(body, `"path":"/backend/items/7"`) {
+			return "got " + http.StatusText(status) + " " + body
+		}
+		return ""
+	}
+	e.eventually(10*time.Second, live)
+	e.expectDenied("GET", "/split/1.0.0/items/7", "", 401, "900902")
+
+	e.restartGateway()
+	e.eventually(10*time.Second, live)
+	e.expectDenied("GET", "/split/1.0.0/items/7", token+"x", 401, "900901")
+}

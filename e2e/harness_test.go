@@ -5,6 +5,7 @@ package e2e
 
 import (
 	"bytes"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -19,40 +20,39 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"text/template"
 	"time"
 
 	"github.com/apim-dev/apim/envoy"
+	"github.com/apim-dev/apim/internal/events"
+	"github.com/apim-dev/apim/internal/pgtest"
 	"github.com/apim-dev/apim/internal/samplebackend"
 )
 
 var (
-	apimBin  string // built once in TestMain
+	apimBin  string // built once in TestMain, under .cache/e2e
 	envoyBin string
 	rootDir  string // the module root
 )
 
 func TestMain(m *testing.M) {
-	os.Exit(func() int {
-		dir, err := os.MkdirTemp("", "apim-e2e-bin")
-		if err != nil {
-			fmt.Fprintln(os.Stderr, err)
-			return 1
-		}
-		defer os.RemoveAll(dir)
-		rootDir, _ = filepath.Abs("..")
-		apimBin = filepath.Join(dir, "apim")
-		build := exec.Command("go", "build", "-o", apimBin, "./cmd/apim")
-		build.Dir = rootDir
-		if out, err := build.CombinedOutput(); err != nil {
-			fmt.Fprintf(os.Stderr, "build apim: %v\n%s", err, out)
-			return 1
-		}
-		if envoyBin, err = envoy.Binary(); err != nil {
-			fmt.Fprintf(os.Stderr, "no Envoy binary (run scripts/get-envoy.sh): %v\n", err)
-			return 1
-		}
-		return m.Run()
-	}())
+	var err error
+	if rootDir, err = filepath.Abs(".."); err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	apimBin = filepath.Join(rootDir, ".cache", "e2e", "apim")
+	build := exec.Command("go", "build", "-o", apimBin, "./cmd/apim")
+	build.Dir = rootDir
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "build apim: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	if envoyBin, err = envoy.Binary(); err != nil {
+		fmt.Fprintf(os.Stderr, "no Envoy binary (run scripts/get-envoy.sh): %v\n", err)
+		os.Exit(1)
+	}
+	pgtest.Main(m)
 }
 
 // env is one running system: apim all-in-one, Envoy and a sample backend.
@@ -60,13 +60,13 @@ type env struct {
 	t         testing.TB
 	apimURL   string // https://127.0.0.1:port
 	gwURL     string // http://localhost:port
-	opsURL    string
 	caFile    string
 	backend   string
 	client    *http.Client // trusts the self-signed certificate
 	dataDir   string
 	procs     []*proc
 	adminPass string
+	gwConfig  *apimConfig // the gateway profile's config, in a split env
 }
 
 // proc is a child process whose output is kept for the failure report.
@@ -74,6 +74,7 @@ type proc struct {
 	name string
 	cmd  *exec.Cmd
 	out  *syncBuffer
+	done chan struct{} // closed when the process has exited
 }
 
 type syncBuffer struct {
@@ -103,9 +104,45 @@ func freePort(t testing.TB) int {
 	return l.Addr().(*net.TCPAddr).Port
 }
 
-// start runs apim all-in-one with the given Kafka brokers (none: embedded),
-// then Envoy with apim's own bootstrap, and waits until both are ready.
-func start(t testing.TB, brokers []string) *env {
+// apimConfig is the configuration of one apim process in a test.
+type apimConfig struct {
+	Profile, DataDir, Brokers, DatabaseAPIM, DatabaseShared, Token, CA                  string
+	HTTPPort, OpsPort, XDSPort, SidecarPort, GatewayPort, PGPort, KafkaPort, IssuerPort int
+	AdminPassword                                                                       string
+}
+
+var configTemplate = template.Must(template.New("apim.yaml").Parse(`profile: {{.Profile}}
+data_dir: {{.DataDir}}
+log:
+  level: debug
+database:
+  apim_url: "{{.DatabaseAPIM}}"
+  shared_url: "{{.DatabaseShared}}"
+  private_port: {{.PGPort}}
+kafka:
+  embedded_address: 127.0.0.1:{{.KafkaPort}}
+  brokers: [{{.Brokers}}]
+http:
+  address: 127.0.0.1:{{.HTTPPort}}
+  base_url: https://localhost:{{.IssuerPort}}
+ops:
+  address: 127.0.0.1:{{.OpsPort}}
+xds:
+  address: 127.0.0.1:{{.XDSPort}}
+gateway:
+  sidecar_address: 127.0.0.1:{{.SidecarPort}}
+  listener_port: {{.GatewayPort}}
+  control_plane_url: https://127.0.0.1:{{.IssuerPort}}
+  control_plane_ca: "{{.CA}}"
+  token: "{{.Token}}"
+key_manager:
+  issuer: https://localhost:{{.IssuerPort}}/oauth2/token
+admin:
+  password: {{.AdminPassword}}
+`))
+
+// newEnv makes the data directory and the sample backend.
+func newEnv(t testing.TB) *env {
 	t.Helper()
 	backend := httptest.NewServer(samplebackend.Handler("backend"))
 	t.Cleanup(backend.Close)
@@ -115,70 +152,140 @@ func start(t testing.TB, brokers []string) *env {
 	if err := os.Chmod(filepath.Dir(e.dataDir), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	httpPort, opsPort, xdsPort, sidecarPort, gwPort, adminPort, pgPort, kafkaPort :=
-		freePort(t), freePort(t), freePort(t), freePort(t), freePort(t), freePort(t), freePort(t), freePort(t)
-	e.apimURL = fmt.Sprintf("https://127.0.0.1:%d", httpPort)
-	e.gwURL = fmt.Sprintf("http://localhost:%d", gwPort)
-	e.opsURL = fmt.Sprintf("http://127.0.0.1:%d", opsPort)
-	e.caFile = filepath.Join(e.dataDir, "tls", "server.crt")
-	cfg := fmt.Sprintf(`profile: all-in-one
-data_dir: %s
-log:
-  level: debug
-database:
-  private_port: %d
-kafka:
-  embedded_address: 127.0.0.1:%d
-  brokers: [%s]
-http:
-  address: 127.0.0.1:%d
-  base_url: https://localhost:%d
-ops:
-  address: 127.0.0.1:%d
-xds:
-  address: 127.0.0.1:%d
-gateway:
-  sidecar_address: 127.0.0.1:%d
-  listener_port: %d
-key_manager:
-  issuer: https://localhost:%d/oauth2/token
-admin:
-  password: %s
-`, e.dataDir, pgPort, kafkaPort, strings.Join(brokers, ","), httpPort, httpPort, opsPort, xdsPort, sidecarPort, gwPort, httpPort, e.adminPass)
-	cfgFile := filepath.Join(e.dataDir, "apim.yaml")
-	if err := os.WriteFile(cfgFile, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(e.report)
-	apim := e.spawn("apim", apimBin, "run", "-config", cfgFile)
-	e.waitHTTP(e.opsURL+"/readyz", apim, 120*time.Second)
+	return e
+}
 
-	pool := x509.NewCertPool()
-	pem, err := os.ReadFile(e.caFile)
+// start runs apim all-in-one with the given Kafka brokers (none: embedded),
+// then Envoy with apim's own bootstrap, and waits until both are ready.
+func start(t testing.TB, brokers []string) *env {
+	t.Helper()
+	e := newEnv(t)
+	c := apimConfig{
+		Profile: "all-in-one", DataDir: e.dataDir, Brokers: strings.Join(brokers, ","), AdminPassword: e.adminPass,
+		HTTPPort: freePort(t), OpsPort: freePort(t), XDSPort: freePort(t), SidecarPort: freePort(t),
+		GatewayPort: freePort(t), PGPort: freePort(t), KafkaPort: freePort(t),
+	}
+	c.IssuerPort = c.HTTPPort
+	cfgFile := e.runAPIM("apim", c)
+	e.trust(filepath.Join(e.dataDir, "tls", "server.crt"), c)
+	e.startEnvoy(cfgFile)
+	return e
+}
+
+// startSplit runs the control-plane and gateway profiles as two processes on
+// a PostgreSQL and an embedded Kafka broker of the test's own, with Envoy
+// beside the gateway.
+func startSplit(t testing.TB) *env {
+	t.Helper()
+	e := newEnv(t)
+	apimURL, sharedURL := pgtest.New(t)
+	broker, err := events.StartEmbedded(context.Background(), "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(broker.Close)
+	cp := apimConfig{
+		Profile: "control-plane", DataDir: filepath.Join(e.dataDir, "cp"), Brokers: strings.Join(broker.Brokers(), ","),
+		DatabaseAPIM: apimURL, DatabaseShared: sharedURL, Token: "e2e-gateway-token", AdminPassword: e.adminPass,
+		HTTPPort: freePort(t), OpsPort: freePort(t), XDSPort: freePort(t), SidecarPort: freePort(t), GatewayPort: freePort(t),
+	}
+	cp.IssuerPort = cp.HTTPPort
+	e.runAPIM("control-plane", cp)
+	caFile := filepath.Join(cp.DataDir, "tls", "server.crt")
+	e.trust(caFile, cp)
+
+	gw := cp
+	gw.Profile, gw.DataDir, gw.CA = "gateway", filepath.Join(e.dataDir, "gw"), caFile
+	gw.DatabaseAPIM, gw.DatabaseShared = "", ""
+	gw.HTTPPort, gw.OpsPort = freePort(t), freePort(t)
+	gwFile := e.runAPIM("gateway", gw)
+	e.gwConfig = &gw
+	e.startEnvoy(gwFile)
+	return e
+}
+
+// runAPIM writes c to a config file in c.DataDir, starts apim with it and
+// waits for /readyz. It returns the config file.
+func (e *env) runAPIM(name string, c apimConfig) string {
+	e.t.Helper()
+	if err := os.MkdirAll(c.DataDir, 0o755); err != nil {
+		e.t.Fatal(err)
+	}
+	var b bytes.Buffer
+	if err := configTemplate.Execute(&b, c); err != nil {
+		e.t.Fatal(err)
+	}
+	cfgFile := filepath.Join(c.DataDir, "apim.yaml")
+	if err := os.WriteFile(cfgFile, b.Bytes(), 0o600); err != nil {
+		e.t.Fatal(err)
+	}
+	p := e.spawn(name, apimBin, "run", "-config", cfgFile)
+	e.waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/readyz", c.OpsPort), p, 120*time.Second)
+	return cfgFile
+}
+
+// trust points the env's REST client at the apim of c, trusting caFile.
+func (e *env) trust(caFile string, c apimConfig) {
+	e.t.Helper()
+	e.apimURL = fmt.Sprintf("https://127.0.0.1:%d", c.HTTPPort)
+	e.gwURL = fmt.Sprintf("http://localhost:%d", c.GatewayPort)
+	e.caFile = caFile
+	pem, err := os.ReadFile(caFile)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
 	pool.AppendCertsFromPEM(pem)
 	e.client = &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+}
 
-	bootstrap := filepath.Join(e.dataDir, "envoy.yaml")
+// startEnvoy starts Envoy with the bootstrap that `apim envoy-bootstrap`
+// writes for cfgFile and waits until it is ready.
+func (e *env) startEnvoy(cfgFile string) {
+	e.t.Helper()
+	adminPort := freePort(e.t)
+	bootstrap := filepath.Join(filepath.Dir(cfgFile), "envoy.yaml")
 	out, err := exec.Command(apimBin, "envoy-bootstrap", "-config", cfgFile, "-out", bootstrap, "-admin-port", fmt.Sprint(adminPort)).CombinedOutput()
 	if err != nil {
-		t.Fatalf("envoy-bootstrap: %v\n%s", err, out)
+		e.t.Fatalf("envoy-bootstrap: %v\n%s", err, out)
 	}
-	ev := e.spawn("envoy", envoyBin, "-c", bootstrap, "--base-id", fmt.Sprint(adminPort), "--log-level", "info")
-	e.waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/ready", adminPort), ev, 60*time.Second)
-	return e
+	p := e.spawn("envoy", envoyBin, "-c", bootstrap, "--base-id", fmt.Sprint(adminPort), "--log-level", "info")
+	e.waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/ready", adminPort), p, 60*time.Second)
+}
+
+// restartGateway stops the gateway profile's process and starts it again
+// with the same configuration.
+func (e *env) restartGateway() {
+	e.t.Helper()
+	for _, p := range e.procs {
+		if p.name == "gateway" {
+			stop(p)
+		}
+	}
+	e.runAPIM("gateway", *e.gwConfig)
+}
+
+// stop interrupts p and waits for it to exit, killing it after 20s.
+func stop(p *proc) {
+	p.cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-p.done:
+	case <-time.After(20 * time.Second):
+		p.cmd.Process.Kill()
+		<-p.done
+	}
 }
 
 func (e *env) spawn(name, bin string, args ...string) *proc {
 	e.t.Helper()
-	p := &proc{name: name, out: &syncBuffer{}}
+	p := &proc{name: name, out: &syncBuffer{}, done: make(chan struct{})}
 	p.cmd = exec.Command(bin, args...)
 	p.cmd.Stdout, p.cmd.Stderr = p.out, p.out
 	if err := p.cmd.Start(); err != nil {
 		e.t.Fatalf("start %s: %v", name, err)
 	}
+	go func() { p.cmd.Wait(); close(p.done) }()
 	e.procs = append(e.procs, p)
 	return p
 }
@@ -187,16 +294,7 @@ func (e *env) spawn(name, bin string, args ...string) *proc {
 // the test failed.
 func (e *env) report() {
 	for i := len(e.procs) - 1; i >= 0; i-- {
-		p := e.procs[i]
-		p.cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { p.cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			p.cmd.Process.Kill()
-			<-done
-		}
+		stop(e.procs[i])
 	}
 	if e.t.Failed() {
 		for _, p := range e.procs {
@@ -209,8 +307,10 @@ func (e *env) waitHTTP(url string, p *proc, timeout time.Duration) {
 	e.t.Helper()
 	deadline := time.Now().Add(timeout)
 	for time.Now().Before(deadline) {
-		if p.cmd.ProcessState != nil {
-			e.t.Fatalf("%s exited while starting", p.name)
+		select {
+		case <-p.done:
+			e.t.Fatalf("%s exited while starting: %v", p.name, p.cmd.ProcessState)
+		default:
 		}
 		resp, err := http.Get(url)
 		if err == nil {
