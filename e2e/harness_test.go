@@ -11,7 +11,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -25,6 +24,7 @@ import (
 
 	"github.com/apim-dev/apim/envoy"
 	"github.com/apim-dev/apim/internal/events"
+	"github.com/apim-dev/apim/internal/localenv"
 	"github.com/apim-dev/apim/internal/pgtest"
 	"github.com/apim-dev/apim/internal/samplebackend"
 )
@@ -96,12 +96,11 @@ func (s *syncBuffer) String() string {
 
 func freePort(t testing.TB) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := localenv.FreePorts(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return ports[0]
 }
 
 // apimConfig is the configuration of one apim process in a test.

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/apim-dev/apim/internal/localenv"
+
 	bootstrapv3 "github.com/envoyproxy/go-control-plane/envoy/config/bootstrap/v3"
 	clusterv3 "github.com/envoyproxy/go-control-plane/envoy/config/cluster/v3"
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -154,11 +156,7 @@ func Binary() (string, error) {
 	if p := os.Getenv("APIM_ENVOY"); p != "" {
 		return p, nil
 	}
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", fmt.Errorf("find envoy: %w", err)
-	}
-	if root, err := moduleRoot(wd); err == nil {
+	if root, err := localenv.ModuleRoot(); err == nil {
 		if ver, err := os.ReadFile(filepath.Join(root, VersionFile)); err == nil {
 			p := filepath.Join(root, ".cache", "envoy", strings.TrimSpace(string(ver)), "envoy")
 			if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
@@ -171,18 +169,4 @@ func Binary() (string, error) {
 		return "", errors.New("no envoy binary: set APIM_ENVOY or run scripts/get-envoy.sh")
 	}
 	return p, nil
-}
-
-// moduleRoot walks up from dir to the directory that holds go.mod.
-func moduleRoot(dir string) (string, error) {
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
 }

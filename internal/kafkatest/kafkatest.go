@@ -10,7 +10,6 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -18,6 +17,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/apim-dev/apim/internal/localenv"
 
 	"github.com/segmentio/kafka-go"
 )
@@ -49,7 +50,7 @@ func StartApache(t testing.TB) (brokers []string) {
 		t.Fatalf("kafkatest: %v", libs.err)
 	}
 	dir := t.TempDir()
-	ports, err := freePorts(2)
+	ports, err := localenv.FreePorts(2)
 	if err != nil {
 		t.Fatalf("kafkatest: %v", err)
 	}
@@ -190,7 +191,7 @@ func clusterID() string {
 
 // resolveJars runs scripts/kafka-jars.sh from the module root.
 func resolveJars() (string, error) {
-	root, err := moduleRoot()
+	root, err := localenv.ModuleRoot()
 	if err != nil {
 		return "", err
 	}
@@ -206,34 +207,4 @@ func resolveJars() (string, error) {
 		return "", fmt.Errorf("scripts/kafka-jars.sh printed %q, which holds no kafka_2.13 jar", dir)
 	}
 	return dir, nil
-}
-
-func moduleRoot() (string, error) {
-	dir, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			return dir, nil
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", errors.New("no go.mod above the working directory")
-		}
-		dir = parent
-	}
-}
-
-func freePorts(n int) ([]int, error) {
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return nil, err
-		}
-		defer l.Close()
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports, nil
 }

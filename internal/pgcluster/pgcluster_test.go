@@ -2,10 +2,11 @@ package pgcluster_test
 
 import (
 	"context"
-	"net"
 	"os"
 	"testing"
 	"time"
+
+	"github.com/apim-dev/apim/internal/localenv"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
@@ -15,12 +16,11 @@ import (
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	ports, err := localenv.FreePorts(1)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return ports[0]
 }
 
 func TestStartCreateConnectStop(t *testing.T) {

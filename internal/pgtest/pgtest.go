@@ -13,13 +13,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/apim-dev/apim/internal/localenv"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/rs/zerolog"
@@ -124,7 +125,7 @@ func (s *server) start() {
 		return
 	}
 	s.dir = dir
-	port, err := freePort()
+	ports, err := localenv.FreePorts(1)
 	if err != nil {
 		s.err = err
 		return
@@ -133,7 +134,7 @@ func (s *server) start() {
 	defer cancel()
 	c, err := pgcluster.Start(ctx, pgcluster.Config{
 		Dir:       dir + "/data",
-		Port:      port,
+		Port:      ports[0],
 		Ephemeral: true,
 		Logger:    zerolog.Nop(),
 	})
@@ -166,13 +167,4 @@ func exec(ctx context.Context, dbURL, sql string) error {
 	defer conn.Close(context.WithoutCancel(ctx))
 	_, err = conn.Exec(ctx, sql)
 	return err
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
