@@ -6,6 +6,7 @@ package model
 import (
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -188,6 +189,19 @@ func ValidatePathTemplate(t string) error {
 		case strings.ContainsAny(s, "{}*?#% \t"):
 			return fmt.Errorf("%w: bad segment %q in %q", ErrInvalid, s, t)
 		}
+	}
+	return nil
+}
+
+// ValidateVHost checks a deployment's virtual host: a host name without a
+// port. Empty means the environment's default.
+func ValidateVHost(v string) error {
+	if v == "" {
+		return nil
+	}
+	control := func(r rune) bool { return r < ' ' || r == 0x7f }
+	if _, _, err := net.SplitHostPort(v); err == nil || strings.ContainsAny(v, "/ *?#@[]") || strings.ContainsFunc(v, control) {
+		return fmt.Errorf("%w: %q must be a host name without port", ErrInvalid, v)
 	}
 	return nil
 }

@@ -94,3 +94,14 @@ func TestBasePath(t *testing.T) {
 		t.Errorf("BasePath() = %q", got)
 	}
 }
+
+func TestValidateVHost(t *testing.T) {
+	for v, ok := range map[string]bool{
+		"": true, "localhost": true, "api.example.com": true,
+		"a b": false, "host:8080": false, "x/y": false, "*.example.com": false, "a\nb": false, "[::1]": false,
+	} {
+		if err := ValidateVHost(v); (err == nil) != ok {
+			t.Errorf("ValidateVHost(%q) = %v, want ok=%v", v, err, ok)
+		}
+	}
+}

@@ -104,13 +104,25 @@ func (s *Store) UpdateAPI(ctx context.Context, api model.API) (*model.API, error
 	return out, nil
 }
 
-// DeleteAPI removes an API with its revisions, deployments and
-// subscriptions, appending a delete event for each of them.
+// DeleteAPI removes an API with its revisions and deployments, appending a
+// delete event for each deployment. An API with subscriptions is not deleted
+// (ErrConflict), as in WSO2. The API row is locked first, so a deployment or
+// subscription cannot slip in between the reads and the delete.
 func (s *Store) DeleteAPI(ctx context.Context, id string) error {
 	if !validID(id) {
 		return notFound("api %q does not exist", id)
 	}
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := getAPI(ctx, tx, id, true); err != nil {
+			return err
+		}
+		var subscribed int
+		if err := tx.QueryRow(ctx, `SELECT count(*) FROM subscriptions WHERE api_id = $1`, id).Scan(&subscribed); err != nil {
+			return fmt.Errorf("count subscriptions: %w", err)
+		}
+		if subscribed > 0 {
+			return conflict("api %s has %d subscription(s); remove them before deleting the api", id, subscribed)
+		}
 		rows, err := tx.Query(ctx, `SELECT environment, revision_id FROM api_deployments WHERE api_id = $1`, id)
 		if err != nil {
 			return fmt.Errorf("list deployments: %w", err)
@@ -122,31 +134,11 @@ func (s *Store) DeleteAPI(ctx context.Context, id string) error {
 		if err != nil {
 			return fmt.Errorf("list deployments: %w", err)
 		}
-		rows, err = tx.Query(ctx, `SELECT id, application_id FROM subscriptions WHERE api_id = $1`, id)
-		if err != nil {
-			return fmt.Errorf("list subscriptions: %w", err)
-		}
-		subs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (model.Subscription, error) {
-			sub := model.Subscription{APIID: id}
-			return sub, r.Scan(&sub.ID, &sub.ApplicationID)
-		})
-		if err != nil {
-			return fmt.Errorf("list subscriptions: %w", err)
-		}
-		tag, err := tx.Exec(ctx, `DELETE FROM apis WHERE id = $1`, id)
-		if err != nil {
+		if _, err := tx.Exec(ctx, `DELETE FROM apis WHERE id = $1`, id); err != nil {
 			return fmt.Errorf("delete: %w", err)
-		}
-		if tag.RowsAffected() == 0 {
-			return notFound("api %s does not exist", id)
 		}
 		for _, d := range deps {
 			if err := emitDelete(ctx, tx, events.KindDeployment, id, d.Environment, d); err != nil {
-				return err
-			}
-		}
-		for _, sub := range subs {
-			if err := emitDelete(ctx, tx, events.KindSubscription, sub.ID, "", sub); err != nil {
 				return err
 			}
 		}

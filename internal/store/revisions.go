@@ -181,6 +181,9 @@ func (s *Store) Deploy(ctx context.Context, apiID, revisionID string, targets []
 		}
 		def.Status = current.Status // the lifecycle is the API's, not the revision's
 		for _, t := range targets {
+			if err := model.ValidateVHost(t.VHost); err != nil {
+				return invalid("vhost of environment %q %v", t.Name, err)
+			}
 			var defaultVHost string
 			err := tx.QueryRow(ctx, `SELECT vhost FROM gateway_environments WHERE name = $1`, t.Name).Scan(&defaultVHost)
 			if errors.Is(err, pgx.ErrNoRows) {

@@ -231,6 +231,15 @@ func TestAPILifecycleAndEvents(t *testing.T) {
 		}
 		return err
 	})
+	// A vhost Envoy cannot serve is refused here, not later in translation,
+	// where it would hold back every deployment of the environment.
+	f.failsCleanly(store.ErrInvalid, []string{"api_deployments"}, func() error {
+		_, err := s.Deploy(ctx, api.ID, revs[0].ID, []store.EnvTarget{{Name: "Default", VHost: "a b"}})
+		if err != nil && !strings.Contains(err.Error(), "vhost") {
+			t.Errorf("error does not name the vhost: %v", err)
+		}
+		return err
+	})
 	deps, err := s.Deploy(ctx, api.ID, revs[0].ID, []store.EnvTarget{{Name: "Default", DisplayOnDevportal: true}})
 	if err != nil {
 		t.Fatal(err)
@@ -452,7 +461,12 @@ func TestApplicationsKeysSubscriptionsAndGatewayState(t *testing.T) {
 		t.Errorf("ListSubscriptions %v %v", subs, err)
 	}
 
-	// A CREATED API cannot be subscribed to.
+	// An API with subscriptions cannot be deleted.
+	f.failsCleanly(store.ErrConflict, []string{"apis", "subscriptions", "api_deployments"}, func() error {
+		return s.DeleteAPI(ctx, api.ID)
+	})
+
+	// A CREATED API is not in the devportal: subscribing to it finds nothing.
 	draft := petstore()
 	draft.Name, draft.Context = "Draft", "/draft"
 	d, err := s.CreateAPI(ctx, draft)
@@ -460,7 +474,7 @@ func TestApplicationsKeysSubscriptionsAndGatewayState(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.newEvents()
-	f.failsCleanly(store.ErrInvalid, []string{"subscriptions"}, func() error {
+	f.failsCleanly(store.ErrNotFound, []string{"subscriptions"}, func() error {
 		_, err := s.CreateSubscription(ctx, model.Subscription{ApplicationID: app.ID, APIID: d.ID, ThrottlingPolicy: "Gold"}, "bob")
 		return err
 	})

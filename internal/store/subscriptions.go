@@ -46,12 +46,14 @@ func (s *Store) CreateSubscription(ctx context.Context, sub model.Subscription, 
 		if _, err := getApplication(ctx, tx, sub.ApplicationID, owner, true); err != nil {
 			return err
 		}
-		api, err := getAPI(ctx, tx, sub.APIID, false)
+		// Locked so that a concurrent DeleteAPI sees this subscription.
+		api, err := getAPI(ctx, tx, sub.APIID, true)
 		if err != nil {
 			return err
 		}
 		if api.Status != model.StatusPublished && api.Status != model.StatusPrototyped {
-			return invalid("api %s is %s; only PUBLISHED or PROTOTYPED APIs can be subscribed to", api.ID, api.Status)
+			// The devportal does not show it, so it does not exist there.
+			return notFound("api %s does not exist", api.ID)
 		}
 		if !slices.Contains(api.Policies, sub.ThrottlingPolicy) {
 			return invalid("throttlingPolicy %q is not offered by api %s; offered: %s", sub.ThrottlingPolicy, api.ID, strings.Join(api.Policies, ", "))

@@ -45,8 +45,7 @@ INSERT INTO role_scopes (role, scope) VALUES
     ('Internal/publisher', 'apim:subscription_view'), ('Internal/publisher', 'apim:subscription_block'),
     ('Internal/publisher', 'apim:tier_view'),
     ('Internal/subscriber', 'apim:subscribe'), ('Internal/subscriber', 'apim:app_manage'),
-    ('Internal/subscriber', 'apim:sub_manage'), ('Internal/subscriber', 'apim:api_view'),
-    ('Internal/subscriber', 'openid');
+    ('Internal/subscriber', 'apim:sub_manage'), ('Internal/subscriber', 'openid');
 
 CREATE TABLE settings (
     key   text PRIMARY KEY,
