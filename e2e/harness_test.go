@@ -186,7 +186,7 @@ func startSplit(t testing.TB) *env {
 	t.Cleanup(broker.Close)
 	cp := apimConfig{
 		Profile: "control-plane", DataDir: filepath.Join(e.dataDir, "cp"), Brokers: strings.Join(broker.Brokers(), ","),
-		DatabaseAPIM: apimURL, DatabaseShared: sharedURL, Token: "e2e-gateway-token", AdminPassword: e.adminPass,
+		DatabaseAPIM: apimURL, DatabaseShared: sharedURL, Token: "e2e-gateway-token-0123456789abcdef", AdminPassword: e.adminPass,
 		HTTPPort: freePort(t), OpsPort: freePort(t), XDSPort: freePort(t), SidecarPort: freePort(t), GatewayPort: freePort(t),
 	}
 	cp.IssuerPort = cp.HTTPPort

@@ -233,6 +233,9 @@ func setField(fv reflect.Value, raw string) error {
 	return nil
 }
 
+// minTokenLength is the shortest gateway.token accepted: 128 bits as hex.
+const minTokenLength = 32
+
 // Validate reports every invalid key, by its YAML name.
 func (c *Config) Validate() error {
 	var errs []error
@@ -284,6 +287,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Profile == ProfileGateway && c.Gateway.Token == "" {
 		bad("gateway.token", "the gateway profile needs the token that the control plane's gateway.token also holds")
+	}
+	if c.Gateway.Token != "" && len(c.Gateway.Token) < minTokenLength {
+		bad("gateway.token", "must be at least %d characters (e.g. openssl rand -hex 32)", minTokenLength)
 	}
 	if c.KeyManager.Issuer == "" {
 		bad("key_manager.issuer", "is required")

@@ -21,7 +21,7 @@ func TestLoad(t *testing.T) {
 			},
 		},
 		"file and env overlay": {
-			yaml: "profile: gateway\nkafka:\n  brokers: [a:9092]\ngateway:\n  token: t\n  listener_port: 9000\n",
+			yaml: "profile: gateway\nkafka:\n  brokers: [a:9092]\ngateway:\n  token: 0123456789abcdef0123456789abcdef\n  listener_port: 9000\n",
 			env:  []string{"APIM_GATEWAY_LISTENER_PORT=9100", "APIM_KAFKA_BROKERS=b:1, c:2", "APIM_KEY_MANAGER_ACCESS_TOKEN_TTL=2h", "OTHER=x"},
 			check: func(t *testing.T, c Config) {
 				if c.Profile != ProfileGateway || c.Gateway.ListenerPort != 9100 {
@@ -39,6 +39,7 @@ func TestLoad(t *testing.T) {
 		"bad env number":      {env: []string{"APIM_GATEWAY_LISTENER_PORT=x"}, wantErr: "APIM_GATEWAY_LISTENER_PORT: want a whole number"},
 		"unknown profile":     {yaml: "profile: edge\n", wantErr: `profile: unknown profile "edge"`},
 		"gateway needs kafka": {yaml: "profile: gateway\ngateway:\n  token: t\n", wantErr: "kafka.brokers: the gateway profile needs"},
+		"short gateway token": {env: []string{"APIM_GATEWAY_TOKEN=short"}, wantErr: "gateway.token: must be at least 32 characters"},
 		"control plane needs db": {
 			yaml:    "profile: control-plane\nkafka:\n  brokers: [k:1]\nadmin:\n  password: p\n",
 			wantErr: "database.apim_url",

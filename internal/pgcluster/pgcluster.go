@@ -52,10 +52,10 @@ type Cluster struct {
 // waiting until it accepts connections. A server already running on cfg.Dir
 // with the same port is reused.
 //
-// Authentication is "trust": any local user may connect as any role without a
-// password. That is acceptable here because the server listens on 127.0.0.1
-// only and its unix socket lives in Dir, which is mode 0700 and owned by the
-// server's user. Do not point Port at an interface others can reach.
+// The server listens on no TCP address at all: only on its unix socket, which
+// lives in Dir (mode 0700, owned by the server's user). Authentication is
+// "trust", which is safe only because nobody but that user (and root) can
+// reach the socket; Port names the socket file.
 func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if cfg.Dir == "" {
 		return nil, errors.New("pgcluster: Dir is empty")
@@ -105,7 +105,7 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 		return c, nil
 	}
 
-	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1", cfg.Port, dir)
+	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=''", cfg.Port, dir)
 	if cfg.Ephemeral {
 		opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
 	}
@@ -128,9 +128,8 @@ func (c *Cluster) URL(db string) string {
 	u := url.URL{
 		Scheme:   "postgres",
 		User:     url.User(superuser),
-		Host:     "127.0.0.1:" + strconv.Itoa(c.cfg.Port),
 		Path:     "/" + db,
-		RawQuery: "sslmode=disable",
+		RawQuery: url.Values{"host": {c.cfg.Dir}, "port": {strconv.Itoa(c.cfg.Port)}, "sslmode": {"disable"}}.Encode(),
 	}
 	return u.String()
 }
