@@ -76,6 +76,9 @@ type Config struct {
 	Leeway time.Duration
 	// CacheSize bounds the verified tokens cached; default 100,000.
 	CacheSize int
+	// BadTokenCacheSize bounds the tokens remembered, for a minute, as
+	// having a bad signature; default 10,000.
+	BadTokenCacheSize int
 	// Registry, when set, gets the decision counters.
 	Registry *prometheus.Registry
 }
@@ -89,6 +92,7 @@ type Server struct {
 	now     func() time.Time
 	leeway  int64 // seconds
 	cache   *tokenCache
+	bad     *badTokens
 	allowed prometheus.Counter
 	deny    map[string]*denial // by WSO2 code
 }
@@ -133,6 +137,7 @@ func New(cfg Config) (*Server, error) {
 		now:     cfg.Now,
 		leeway:  int64(math.Ceil(cfg.Leeway.Seconds())),
 		cache:   newTokenCache(cfg.CacheSize),
+		bad:     newBadTokens(cfg.BadTokenCacheSize),
 		allowed: decisions.WithLabelValues("allow", ""),
 		deny:    make(map[string]*denial, len(denials)),
 	}
@@ -184,8 +189,11 @@ func (s *Server) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, *denia
 	key := tokenKey(sha256.Sum256(unsafe.Slice(unsafe.StringData(tok), len(tok))))
 	v := s.cache.get(&key)
 	if v == nil {
+		if s.bad.bad(&key, s.keys, now) {
+			return nil, s.deny[codeInvalid]
+		}
 		var err error
-		if v, err = s.verify(tok, now); err != nil {
+		if v, err = s.verify(tok, &key, now); err != nil {
 			s.log.Debug().Err(err).Str(ExtAPIID, apiID).Msg("token rejected")
 			return nil, s.deny[codeInvalid]
 		}
@@ -244,45 +252,53 @@ func (s *Server) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, *denia
 	p, known := idx.Policy(model.LevelSubscription, sub.ThrottlingPolicy)
 	limited := !known || !p.Unlimited()
 
-	if m := v.ok.Load(); m != nil && m.km == km && m.app == app && m.sub == sub && m.limited == limited {
-		return m.resp, nil
+	if resp := v.memo(km, app, sub, limited); resp != nil {
+		return resp, nil
 	}
 	m := &okMemo{km: km, app: app, sub: sub, limited: limited, resp: allowedResponse(v, km, app, sub, limited)}
-	v.ok.Store(m)
+	v.remember(m)
 	return m.resp, nil
 }
 
-// verify parses and verifies a token never seen before.
-func (s *Server) verify(tok string, now time.Time) (*verified, error) {
+// verify parses and verifies a token never seen before, whose SHA-256 is
+// key. The claims are checked first: a token that fails on them costs no
+// RSA verify. A token whose signature fails is remembered as bad.
+func (s *Server) verify(tok string, key *tokenKey, now time.Time) (*verified, error) {
 	t, err := parseJWT(tok)
 	if err != nil {
 		return nil, err
 	}
-	if err := t.verify(s.keys); err != nil {
-		return nil, err
-	}
 	c := &t.claims
 	if !slices.Contains(s.issuers, c.Issuer) {
-		return nil, errors.New("issuer not accepted")
+		return nil, errIssuer
 	}
 	if c.Expiry == nil {
-		return nil, errors.New("no exp")
+		return nil, errNoExpiry
 	}
-	v := &verified{subject: c.Subject, clientID: c.clientID(), scope: c.Scope, exp: int64(*c.Expiry)}
+	exp, nbf := int64(*c.Expiry), int64(0)
 	if c.NotBefore != nil {
-		v.nbf = int64(math.Ceil(float64(*c.NotBefore)))
+		nbf = int64(math.Ceil(float64(*c.NotBefore)))
 	}
 	unix := now.Unix()
-	if unix >= v.exp+s.leeway {
-		return nil, errors.New("expired")
+	if unix >= exp+s.leeway {
+		return nil, errExpired
 	}
-	if v.nbf > unix+s.leeway {
-		return nil, errors.New("not yet valid")
+	if nbf > unix+s.leeway {
+		return nil, errNotYetValid
 	}
-	if v.clientID == "" {
-		return nil, errors.New("no client id")
+	clientID := c.clientID()
+	if clientID == "" {
+		return nil, errNoClientID
 	}
-	return v, nil
+	pub, err := t.key(s.keys)
+	if err != nil {
+		return nil, err
+	}
+	if err := t.verifyWith(pub); err != nil {
+		s.bad.add(key, t.kid, pub, now)
+		return nil, err
+	}
+	return &verified{subject: c.Subject, clientID: clientID, scope: c.Scope, exp: exp, nbf: nbf}, nil
 }
 
 // bearer returns the token of an "Authorization: Bearer" header.
@@ -333,21 +349,29 @@ func keyTypeHeader(keyType string) []*corev3.HeaderValueOption {
 	}}
 }
 
-func okResponse(keyType string, meta map[string]*structpb.Value) *authv3.CheckResponse {
+// okResponse allows a request. removeAuth strips the Authorization header
+// before the request goes to the backend, as WSO2 does by default once the
+// gateway has consumed the access token in it.
+func okResponse(keyType string, meta map[string]*structpb.Value, removeAuth bool) *authv3.CheckResponse {
+	ok := &authv3.OkHttpResponse{Headers: keyTypeHeader(keyType)}
+	if removeAuth {
+		ok.HeadersToRemove = []string{"authorization"}
+	}
 	return &authv3.CheckResponse{
-		Status: &rpcstatus.Status{Code: int32(codes.OK)},
-		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
-			Headers: keyTypeHeader(keyType),
-		}},
+		Status:          &rpcstatus.Status{Code: int32(codes.OK)},
+		HttpResponse:    &authv3.CheckResponse_OkResponse{OkResponse: ok},
 		DynamicMetadata: &structpb.Struct{Fields: meta},
 	}
 }
 
+// unsecuredResponse allows a request to a resource of auth type None. Any
+// Authorization header is not the gateway's credential there and is passed
+// on, as WSO2 does (its OAuth authenticator, which strips it, does not run).
 func unsecuredResponse(apiID string) *authv3.CheckResponse {
 	return okResponse(model.KeyTypeProduction, map[string]*structpb.Value{
 		MetaAPIID:   structpb.NewStringValue(apiID),
 		MetaKeyType: structpb.NewStringValue(model.KeyTypeProduction),
-	})
+	}, false)
 }
 
 func allowedResponse(v *verified, km *model.KeyMapping, app *model.Application, sub *model.Subscription, limited bool) *authv3.CheckResponse {
@@ -363,7 +387,7 @@ func allowedResponse(v *verified, km *model.KeyMapping, app *model.Application, 
 		meta[MetaSubscriptionID] = structpb.NewStringValue(sub.ID)
 		meta[MetaSubscriptionTier] = structpb.NewStringValue(sub.ThrottlingPolicy)
 	}
-	return okResponse(km.KeyType, meta)
+	return okResponse(km.KeyType, meta, true)
 }
 
 // WSO2 error codes the server answers with.

@@ -145,6 +145,14 @@ func okWant(keyType string, meta map[string]string) *authv3.CheckResponse {
 	}
 }
 
+// tokenOK is okWant for a request the access token allowed: the token's
+// Authorization header is not passed to the backend.
+func tokenOK(keyType string, meta map[string]string) *authv3.CheckResponse {
+	resp := okWant(keyType, meta)
+	resp.GetOkResponse().HeadersToRemove = []string{"authorization"}
+	return resp
+}
+
 func TestCheckAllowed(t *testing.T) {
 	key, _ := keys(t)
 	bearer := func(c map[string]any) string { return "Bearer " + sign(t, jose.RS256, key, testKid, c) }
@@ -167,23 +175,27 @@ func TestCheckAllowed(t *testing.T) {
 		"auth type None, no token": {api: "api-gold", ext: map[string]string{ExtAuthType: model.AuthNone},
 			want: okWant("PRODUCTION", map[string]string{"api_id": "api-gold", "key_type": "PRODUCTION"})},
 		"gold subscription carries the tier": {api: "api-gold", token: bearer(tokenClaims("ck-prod", nil)),
-			want: okWant("PRODUCTION", meta("api-gold", "PRODUCTION", "ck-prod", "sub-gold", "Gold"))},
+			want: tokenOK("PRODUCTION", meta("api-gold", "PRODUCTION", "ck-prod", "sub-gold", "Gold"))},
 		"unlimited subscription carries no tier": {api: "api-unl", token: bearer(tokenClaims("ck-prod", nil)),
-			want: okWant("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod"))},
+			want: tokenOK("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod"))},
 		"sandbox key": {api: "api-gold", token: bearer(tokenClaims("ck-sbx", nil)),
-			want: okWant("SANDBOX", meta("api-gold", "SANDBOX", "ck-sbx", "sub-gold", "Gold"))},
+			want: tokenOK("SANDBOX", meta("api-gold", "SANDBOX", "ck-sbx", "sub-gold", "Gold"))},
 		"sandbox key on production-only blocked": {api: "api-pob", token: bearer(tokenClaims("ck-sbx", nil)),
-			want: okWant("SANDBOX", meta("api-pob", "SANDBOX", "ck-sbx", "sub-pob", "Gold"))},
+			want: tokenOK("SANDBOX", meta("api-pob", "SANDBOX", "ck-sbx", "sub-pob", "Gold"))},
 		"lower-case scheme": {api: "api-unl", token: "bearer " + sign(t, jose.RS256, key, testKid, tokenClaims("ck-prod", nil)),
-			want: okWant("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod"))},
+			want: tokenOK("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod"))},
+		"upper-case scheme": {api: "api-unl", token: "BEARER " + sign(t, jose.RS256, key, testKid, tokenClaims("ck-prod", nil)),
+			want: tokenOK("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod"))},
+		"mixed-case scheme": {api: "api-unl", token: "bEaReR " + sign(t, jose.RS256, key, testKid, tokenClaims("ck-prod", nil)),
+			want: tokenOK("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod"))},
 		"one matching scope": {api: "api-unl", token: bearer(tokenClaims("ck-prod", nil)), ext: map[string]string{ExtScopes: "admin read:pets"},
-			want: okWant("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod"))},
+			want: tokenOK("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod"))},
 		"client_id claim": {api: "api-unl", token: bearer(tokenClaims("", map[string]any{"azp": nil, "aud": nil, "client_id": "ck-prod"})),
-			want: okWant("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod"))},
+			want: tokenOK("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod"))},
 		"single aud": {api: "api-unl", token: bearer(tokenClaims("", map[string]any{"azp": nil, "aud": []string{"ck-prod"}})),
-			want: okWant("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod"))},
+			want: tokenOK("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod"))},
 		"expired within leeway": {api: "api-unl", token: bearer(tokenClaims("ck-prod", map[string]any{"exp": testNow.Add(-2 * time.Second).Unix()})),
-			want: okWant("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod"))},
+			want: tokenOK("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod"))},
 	}
 	s := newTestServer(t, func() time.Time { return testNow })
 	for name, tc := range tests {

@@ -12,6 +12,7 @@ import (
 
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/go-jose/go-jose/v4"
+	"github.com/rs/zerolog"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 )
 
@@ -31,6 +32,9 @@ func benchClaims(i int) map[string]any {
 func BenchmarkCheck(b *testing.B) {
 	key, _ := keys(b)
 	s := newTestServer(b, func() time.Time { return testNow })
+	// A denial's debug line would measure the test log writer, not Check;
+	// production logs at info.
+	s.log = zerolog.Nop()
 	ctx := context.Background()
 
 	b.Run("warm-cache", func(b *testing.B) {
@@ -42,6 +46,48 @@ func BenchmarkCheck(b *testing.B) {
 		for b.Loop() {
 			if _, err := s.Check(ctx, req); err != nil {
 				b.Fatal(err)
+			}
+		}
+	})
+
+	// One token used on two APIs in turn: both allowed responses stay
+	// memoised.
+	b.Run("warm-two-apis", func(b *testing.B) {
+		tok := "Bearer " + sign(b, jose.RS256, key, testKid, benchClaims(1))
+		reqs := []*authv3.CheckRequest{request("api-gold", tok, nil), request("api-unl", tok, nil)}
+		for _, req := range reqs {
+			if resp, _ := s.Check(ctx, req); resp.GetOkResponse() == nil {
+				b.Fatalf("denied: %v", resp)
+			}
+		}
+		b.ReportAllocs()
+		for i := 0; b.Loop(); i++ {
+			if _, err := s.Check(ctx, reqs[i&1]); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+
+	// An expired token is refused on its claims, before any RSA verify.
+	b.Run("expired", func(b *testing.B) {
+		req := request("api-gold", "Bearer "+sign(b, jose.RS256, key, testKid,
+			tokenClaims("ck-prod", map[string]any{"exp": testNow.Add(-time.Hour).Unix()})), nil)
+		b.ReportAllocs()
+		for b.Loop() {
+			if resp, err := s.Check(ctx, req); err != nil || resp.GetOkResponse() != nil {
+				b.Fatalf("Check = %v, %v", resp, err)
+			}
+		}
+	})
+
+	// A token whose signature failed is refused from the negative cache.
+	b.Run("bad-signature", func(b *testing.B) {
+		_, other := keys(b)
+		req := request("api-gold", "Bearer "+sign(b, jose.RS256, other, testKid, benchClaims(2)), nil)
+		b.ReportAllocs()
+		for b.Loop() {
+			if resp, err := s.Check(ctx, req); err != nil || resp.GetOkResponse() != nil {
+				b.Fatalf("Check = %v, %v", resp, err)
 			}
 		}
 	})

@@ -1,6 +1,7 @@
 package authz
 
 import (
+	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/binary"
 	"sync"
@@ -20,9 +21,68 @@ type verified struct {
 	exp      int64  // unix seconds; 0 means none
 	nbf      int64
 
-	// ok memoises the last allowed response for this token. It is reused
-	// only while the same index entries decide the request (see okMemo).
-	ok atomic.Pointer[okMemo]
+	// ok memoises the allowed responses for this token, one per API it was
+	// last allowed on. A memo is reused only while the same index entries
+	// decide the request (see okMemo).
+	ok atomic.Pointer[okMemos]
+}
+
+// maxOKMemos bounds the APIs a token's allowed responses are kept for. A
+// token used on more APIs than this in turn rebuilds its responses, as one
+// used on a single API never does.
+const maxOKMemos = 8
+
+// okMemos is an immutable list of a token's allowed responses, at most one
+// per API, oldest first. It is replaced, never changed, so that reading it
+// takes one atomic load and no lock.
+type okMemos struct {
+	n int
+	m [maxOKMemos]*okMemo
+}
+
+// memo returns the allowed response for sub's API if it was built from
+// exactly these index entries.
+func (v *verified) memo(km *model.KeyMapping, app *model.Application, sub *model.Subscription, limited bool) *authv3.CheckResponse {
+	ms := v.ok.Load()
+	if ms == nil {
+		return nil
+	}
+	for _, m := range ms.m[:ms.n] {
+		if m.sub == sub {
+			if m.km == km && m.app == app && m.limited == limited {
+				return m.resp
+			}
+			return nil
+		}
+	}
+	return nil
+}
+
+// remember adds m to the token's memos, replacing the one for the same API
+// (built from entries since replaced) and, when full, the oldest.
+func (v *verified) remember(m *okMemo) {
+	api := m.sub.APIID
+	for range 4 { // a lost race only costs a rebuild later
+		old := v.ok.Load()
+		next := &okMemos{}
+		if old != nil {
+			for _, e := range old.m[:old.n] {
+				if e.sub.APIID != api {
+					next.m[next.n] = e
+					next.n++
+				}
+			}
+		}
+		if next.n == maxOKMemos {
+			copy(next.m[:], next.m[1:])
+			next.n--
+		}
+		next.m[next.n] = m
+		next.n++
+		if v.ok.CompareAndSwap(old, next) {
+			return
+		}
+	}
 }
 
 // okMemo is an allowed response and what it was built from: the entries
@@ -105,4 +165,77 @@ func (c *tokenCache) remove(k *tokenKey) {
 	s.mu.Lock()
 	delete(s.m, *k)
 	s.mu.Unlock()
+}
+
+const (
+	// defaultBadTokenCacheSize bounds the tokens remembered as having a bad
+	// signature.
+	defaultBadTokenCacheSize = 10_000
+	// badTokenTTL is how long a bad signature is remembered.
+	badTokenTTL = time.Minute
+)
+
+// badToken is a token whose signature did not verify with pub, the key its
+// kid named at the time.
+type badToken struct {
+	until int64 // unix nanoseconds
+	kid   string
+	pub   *rsa.PublicKey
+}
+
+// badTokens remembers, by the SHA-256 of the raw token, tokens whose RS256
+// signature failed, so that a client replaying one does not cost an RSA
+// verify per request. A signature that failed with a key cannot verify with
+// that key later, so an entry can never deny a valid token; the entry also
+// holds the key and counts only while the kid still names that very key,
+// which covers a key set that reuses a kid for a new key.
+//
+// It is bounded: a ring of keys evicts the oldest entry when full, in
+// constant time, however many distinct bad tokens arrive.
+type badTokens struct {
+	mu   sync.RWMutex
+	m    map[tokenKey]badToken
+	ring []tokenKey // insertion order; the first len(m) slots used
+	next int        // the ring slot to fill (and evict) next
+}
+
+func newBadTokens(size int) *badTokens {
+	if size <= 0 {
+		size = defaultBadTokenCacheSize
+	}
+	return &badTokens{m: make(map[tokenKey]badToken, size), ring: make([]tokenKey, size)}
+}
+
+// bad reports whether k is a token remembered, and not yet forgotten at
+// now, to have failed verification with the key keys hold for its kid.
+func (c *badTokens) bad(k *tokenKey, keys Keys, now time.Time) bool {
+	c.mu.RLock()
+	e, ok := c.m[*k]
+	c.mu.RUnlock()
+	if !ok || now.UnixNano() >= e.until {
+		return false
+	}
+	key, ok := keys.Key(e.kid)
+	if !ok {
+		return false
+	}
+	pub, ok := key.(*rsa.PublicKey)
+	return ok && pub == e.pub
+}
+
+// add remembers k as a token whose signature failed with pub, the key of kid.
+func (c *badTokens) add(k *tokenKey, kid string, pub *rsa.PublicKey, now time.Time) {
+	e := badToken{until: now.Add(badTokenTTL).UnixNano(), kid: kid, pub: pub}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.m[*k]; ok {
+		c.m[*k] = e // refreshed; keeps its place in the ring
+		return
+	}
+	if len(c.m) == len(c.ring) {
+		delete(c.m, c.ring[c.next])
+	}
+	c.ring[c.next] = *k
+	c.next = (c.next + 1) % len(c.ring)
+	c.m[*k] = e
 }

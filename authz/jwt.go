@@ -22,6 +22,12 @@ var (
 	errAlg       = errors.New("unsupported alg")
 	errKid       = errors.New("unknown kid")
 	errSignature = errors.New("bad signature")
+
+	errIssuer      = errors.New("issuer not accepted")
+	errNoExpiry    = errors.New("no exp")
+	errExpired     = errors.New("expired")
+	errNotYetValid = errors.New("not yet valid")
+	errNoClientID  = errors.New("no client id")
 )
 
 // jwt is a parsed, not yet verified, compact JWS.
@@ -132,20 +138,36 @@ func decodeSeg(dst []byte, seg string) ([]byte, error) {
 
 // verify checks the RS256 signature of t with the key keys hold for its kid.
 func (t *jwt) verify(keys Keys) error {
+	pub, err := t.key(keys)
+	if err != nil {
+		return err
+	}
+	return t.verifyWith(pub)
+}
+
+// key returns the key that verifies t: its alg must be RS256 and its kid
+// one keys hold an RSA key for.
+func (t *jwt) key(keys Keys) (*rsa.PublicKey, error) {
 	if t.alg != "RS256" {
-		return errAlg
+		return nil, errAlg
 	}
 	if t.kid == "" {
-		return errKid
+		return nil, errKid
 	}
 	k, ok := keys.Key(t.kid)
 	if !ok {
-		return errKid
+		return nil, errKid
 	}
 	pub, ok := k.(*rsa.PublicKey)
 	if !ok {
-		return errKid
+		return nil, errKid
 	}
+	return pub, nil
+}
+
+// verifyWith checks the RS256 signature of t with pub: the one expensive
+// step of a check.
+func (t *jwt) verifyWith(pub *rsa.PublicKey) error {
 	digest := sha256.Sum256([]byte(t.signingInput))
 	if err := rsa.VerifyPKCS1v15(pub, crypto.SHA256, digest[:], t.sig); err != nil {
 		return errSignature

@@ -82,7 +82,13 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		writeOAuthError(w, http.StatusUnauthorized, "invalid_client", "HTTP basic authentication of a user is required.")
 		return
 	}
-	roles, err := Authenticate(ctx, s.cfg.Shared, user, password)
+	roles, err := s.Authenticate(ctx, user, password)
+	if errors.Is(err, ErrBusy) {
+		s.log.Warn().Msg("registration refused: too many password checks in progress")
+		w.Header().Set("Retry-After", retryAfter)
+		writeOAuthError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "The server is busy; retry later.")
+		return
+	}
 	if errors.Is(err, ErrBadCredentials) {
 		s.log.Info().Str("user", user).Msg("registration refused: bad credentials")
 		writeOAuthError(w, http.StatusUnauthorized, "invalid_client", "The user's credentials are invalid.")
@@ -164,10 +170,10 @@ func registerOrRotate(ctx context.Context, tx pgx.Tx, owner, name string, grants
 	}
 	err = tx.QueryRow(ctx, `
 		SELECT client_id, grant_types FROM oauth_clients
-		WHERE owner = $1 AND name = $2 ORDER BY created_at LIMIT 1`, owner, name).Scan(&clientID, &grantTypes)
+		WHERE owner = $1 AND name = $2 AND kind = $3 ORDER BY created_at LIMIT 1`, owner, name, clientKindREST).Scan(&clientID, &grantTypes)
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		clientID, secret, err = insertClient(ctx, tx, owner, name, grants, redirects)
+		clientID, secret, err = insertClient(ctx, tx, clientKindREST, owner, name, grants, redirects)
 		return clientID, secret, grants, false, err
 	case err != nil:
 		return "", "", nil, false, fmt.Errorf("find client %q: %w", name, err)

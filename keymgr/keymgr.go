@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"time"
 
@@ -42,6 +43,12 @@ const DefaultScope = "default"
 // DefaultAccessTokenTTL is the access-token lifetime when Config leaves it zero.
 const DefaultAccessTokenTTL = time.Hour
 
+// DefaultPasswordHashWait is Config.PasswordHashWait when left zero.
+const DefaultPasswordHashWait = 2 * time.Second
+
+// retryAfter is the Retry-After, in seconds, of a 503 for ErrBusy.
+const retryAfter = "1"
+
 // Config configures a Server.
 type Config struct {
 	// BaseURL is the key manager's external URL, e.g. https://localhost:9443;
@@ -55,6 +62,13 @@ type Config struct {
 	Shared *pgxpool.Pool
 	// AccessTokenTTL is the access tokens' lifetime; defaults to DefaultAccessTokenTTL.
 	AccessTokenTTL time.Duration
+	// MaxPasswordHashes bounds the password hashes (64 MiB of argon2id each)
+	// computed at once by the password grant and DCR; defaults to
+	// runtime.NumCPU().
+	MaxPasswordHashes int
+	// PasswordHashWait is how long a password check waits for a free slot
+	// before the request is answered 503; defaults to DefaultPasswordHashWait.
+	PasswordHashWait time.Duration
 	// Logger is the component's logger.
 	Logger zerolog.Logger
 }
@@ -72,6 +86,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.AccessTokenTTL == 0 {
 		c.AccessTokenTTL = DefaultAccessTokenTTL
+	}
+	if c.MaxPasswordHashes == 0 {
+		c.MaxPasswordHashes = runtime.NumCPU()
+	}
+	if c.PasswordHashWait == 0 {
+		c.PasswordHashWait = DefaultPasswordHashWait
 	}
 }
 
@@ -95,6 +115,12 @@ func (c *Config) Validate() error {
 	if c.AccessTokenTTL < 0 {
 		errs = append(errs, fmt.Errorf("AccessTokenTTL %w: must not be negative", ErrConfigInvalid))
 	}
+	if c.MaxPasswordHashes < 0 {
+		errs = append(errs, fmt.Errorf("MaxPasswordHashes %w: must not be negative", ErrConfigInvalid))
+	}
+	if c.PasswordHashWait < 0 {
+		errs = append(errs, fmt.Errorf("PasswordHashWait %w: must not be negative", ErrConfigInvalid))
+	}
 	return errors.Join(errs...)
 }
 
@@ -103,6 +129,7 @@ type Server struct {
 	cfg      Config
 	log      zerolog.Logger
 	keys     *keySet
+	hashes   *hashLimiter
 	provider fosite.OAuth2Provider
 }
 
@@ -117,8 +144,8 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, keys: keys}
-	s.provider, err = newProvider(cfg, keys, &store{apim: cfg.APIM, shared: cfg.Shared})
+	s := &Server{cfg: cfg, log: cfg.Logger, keys: keys, hashes: newHashLimiter(cfg.MaxPasswordHashes, cfg.PasswordHashWait)}
+	s.provider, err = newProvider(cfg, keys, &store{apim: cfg.APIM, shared: cfg.Shared, hashes: s.hashes})
 	if err != nil {
 		return nil, err
 	}

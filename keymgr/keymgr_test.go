@@ -57,14 +57,18 @@ func newEnv(t *testing.T) *testEnv {
 	return newEnvOn(t, apim, shared)
 }
 
-func newEnvOn(t *testing.T, apim, shared *pgxpool.Pool) *testEnv {
+func newEnvOn(t *testing.T, apim, shared *pgxpool.Pool, opts ...func(*Config)) *testEnv {
 	t.Helper()
 	e := &testEnv{apim: apim, shared: shared, logs: &lockedBuffer{}}
 	var h http.Handler
 	e.ts = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { h.ServeHTTP(w, r) }))
 	t.Cleanup(e.ts.Close)
 	logger := zerolog.New(io.MultiWriter(e.logs, zerolog.NewTestWriter(t)))
-	s, err := New(context.Background(), Config{BaseURL: e.ts.URL, APIM: apim, Shared: shared, Logger: logger})
+	cfg := Config{BaseURL: e.ts.URL, APIM: apim, Shared: shared, Logger: logger}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	s, err := New(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
@@ -79,7 +83,24 @@ func (e *testEnv) user(t *testing.T, name, password string, roles ...string) {
 	}
 }
 
+// client registers a REST client of owner's, as DCR does.
 func (e *testEnv) client(t *testing.T, owner, name string, grants ...string) (id, secret string) {
+	t.Helper()
+	ctx := context.Background()
+	err := pgx.BeginFunc(ctx, e.apim, func(tx pgx.Tx) error {
+		var err error
+		id, secret, err = insertClient(ctx, tx, clientKindREST, owner, name, grants, nil)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("insertClient: %v", err)
+	}
+	return id, secret
+}
+
+// appClient registers an application's client, as the devportal's
+// generate-keys does.
+func (e *testEnv) appClient(t *testing.T, owner, name string, grants ...string) (id, secret string) {
 	t.Helper()
 	ctx := context.Background()
 	err := pgx.BeginFunc(ctx, e.apim, func(tx pgx.Tx) error {
@@ -502,6 +523,8 @@ func TestConfigValidate(t *testing.T) {
 		"empty":        {Config{}, []string{"BaseURL is required", "Issuer is required", "APIM is required", "Shared is required"}},
 		"relative URL": {Config{BaseURL: "localhost:9443"}, []string{"BaseURL \"localhost:9443\" is invalid"}},
 		"negative TTL": {Config{BaseURL: "https://h", AccessTokenTTL: -time.Second}, []string{"AccessTokenTTL is invalid"}},
+		"negative password hash limits": {Config{BaseURL: "https://h", MaxPasswordHashes: -1, PasswordHashWait: -time.Second},
+			[]string{"MaxPasswordHashes is invalid", "PasswordHashWait is invalid"}},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -520,7 +543,8 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func TestEnsureUserAndAuthenticate(t *testing.T) {
-	_, shared := newDatabases(t)
+	e := newEnv(t)
+	shared := e.shared
 	ctx := context.Background()
 	created, err := EnsureUser(ctx, shared, "carol", "carol-password-1", []string{"Internal/subscriber", "team-x"})
 	if err != nil || !created {
@@ -530,7 +554,7 @@ func TestEnsureUserAndAuthenticate(t *testing.T) {
 	if err != nil || created {
 		t.Fatalf("second EnsureUser = %v, %v; want not created", created, err)
 	}
-	roles, err := Authenticate(ctx, shared, "carol", "carol-password-1")
+	roles, err := e.s.Authenticate(ctx, "carol", "carol-password-1")
 	if err != nil || !slices.Equal(roles, []string{"Internal/creator", "Internal/subscriber", "team-x"}) {
 		t.Errorf("Authenticate = %v, %v", roles, err)
 	}
@@ -539,7 +563,7 @@ func TestEnsureUserAndAuthenticate(t *testing.T) {
 		t.Errorf("stored hash %q, %v", hash, err)
 	}
 	for name, pw := range map[string]string{"carol": "another-password", "nobody": "carol-password-1", "": ""} {
-		if _, err := Authenticate(ctx, shared, name, pw); !errors.Is(err, ErrBadCredentials) {
+		if _, err := e.s.Authenticate(ctx, name, pw); !errors.Is(err, ErrBadCredentials) {
 			t.Errorf("Authenticate(%q) = %v, want ErrBadCredentials", name, err)
 		}
 	}

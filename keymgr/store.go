@@ -26,6 +26,7 @@ import (
 type store struct {
 	apim   *pgxpool.Pool
 	shared *pgxpool.Pool
+	hashes *hashLimiter
 }
 
 var (
@@ -38,15 +39,26 @@ var (
 type client struct {
 	fosite.DefaultClient
 	Owner string
+	Kind  string // clientKindApplication or clientKindREST
 }
+
+// Kinds of OAuth client (oauth_clients.kind).
+const (
+	// clientKindApplication holds an application's keys; it is created by
+	// RegisterClient and granted no role scopes.
+	clientKindApplication = "application"
+	// clientKindREST is registered through DCR to call the REST APIs; it is
+	// granted the scopes its user's roles allow.
+	clientKindREST = "rest"
+)
 
 // GetClient implements fosite.ClientManager.
 func (st *store) GetClient(ctx context.Context, id string) (fosite.Client, error) {
 	c := &client{}
 	err := st.apim.QueryRow(ctx, `
-		SELECT client_id, secret_hash, owner, grant_types, redirect_uris
+		SELECT client_id, secret_hash, owner, kind, grant_types, redirect_uris
 		FROM oauth_clients WHERE client_id = $1`, id).
-		Scan(&c.ID, &c.Secret, &c.Owner, &c.GrantTypes, &c.RedirectURIs)
+		Scan(&c.ID, &c.Secret, &c.Owner, &c.Kind, &c.GrantTypes, &c.RedirectURIs)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fosite.ErrNotFound
 	}
@@ -96,9 +108,10 @@ func (st *store) RotateRefreshToken(context.Context, string, string) error { ret
 
 // Authenticate implements the password grant's user check against the shared
 // database. Bad credentials are fosite.ErrNotFound, which fosite answers with
-// invalid_grant.
+// invalid_grant; ErrBusy passes through, wrapped, for the token endpoint to
+// answer 503.
 func (st *store) Authenticate(ctx context.Context, name, password string) (string, error) {
-	if _, err := Authenticate(ctx, st.shared, name, password); err != nil {
+	if _, err := authenticate(ctx, st.shared, st.hashes, name, password); err != nil {
 		if errors.Is(err, ErrBadCredentials) {
 			return "", fosite.ErrNotFound
 		}
@@ -186,14 +199,34 @@ func validateGrantTypes(grantTypes []string) error {
 	return nil
 }
 
-// RegisterClient creates an OAuth client inside the caller's transaction and
-// returns its id and secret. Only the secret's hash is stored, so the secret
-// is shown this once.
+// RegisterClient creates an application's OAuth client inside the caller's
+// transaction and returns its id and secret. Only the secret's hash is
+// stored, so the secret is shown this once. The client is an application
+// client: its tokens get the default scope, never its owner's role scopes.
 func (s *Server) RegisterClient(ctx context.Context, tx pgx.Tx, owner, name string, grantTypes []string) (clientID, secret string, err error) {
-	return insertClient(ctx, tx, owner, name, grantTypes, nil)
+	return insertClient(ctx, tx, clientKindApplication, owner, name, grantTypes, nil)
 }
 
-func insertClient(ctx context.Context, tx pgx.Tx, owner, name string, grantTypes, redirectURIs []string) (clientID, secret string, err error) {
+// DeleteClients deletes OAuth clients, an application's, inside the caller's
+// transaction. Their tokens already issued stay valid until they expire (they
+// are self-contained JWTs), but the gateway refuses them once the key
+// mappings are gone, and no new token is issued.
+//
+// key_mappings.consumer_key references the clients, so the key mappings
+// must be gone first: the caller deletes the application (which cascades to
+// its key mappings) earlier in the same transaction. Ids of clients that do
+// not exist are ignored.
+func (s *Server) DeleteClients(ctx context.Context, tx pgx.Tx, clientIDs []string) error {
+	if len(clientIDs) == 0 {
+		return nil
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM oauth_clients WHERE client_id = ANY($1)`, clientIDs); err != nil {
+		return fmt.Errorf("delete oauth clients: %w", err)
+	}
+	return nil
+}
+
+func insertClient(ctx context.Context, tx pgx.Tx, kind, owner, name string, grantTypes, redirectURIs []string) (clientID, secret string, err error) {
 	switch {
 	case name == "":
 		return "", "", ErrClientNameRequired
@@ -213,9 +246,9 @@ func insertClient(ctx context.Context, tx pgx.Tx, owner, name string, grantTypes
 		redirectURIs = []string{}
 	}
 	if _, err := tx.Exec(ctx, `
-		INSERT INTO oauth_clients (client_id, secret_hash, name, owner, grant_types, redirect_uris)
-		VALUES ($1, $2, $3, $4, $5, $6)`,
-		clientID, hashSecret(secret), name, owner, grantTypes, redirectURIs); err != nil {
+		INSERT INTO oauth_clients (client_id, secret_hash, name, owner, grant_types, redirect_uris, kind)
+		VALUES ($1, $2, $3, $4, $5, $6, $7)`,
+		clientID, hashSecret(secret), name, owner, grantTypes, redirectURIs, kind); err != nil {
 		return "", "", fmt.Errorf("insert client %q of %q: %w", name, owner, err)
 	}
 	return clientID, secret, nil

@@ -3,6 +3,7 @@ package keymgr
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"net/http"
 	"time"
 
@@ -21,6 +22,10 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		JWTHeader: &fjwt.Headers{Extra: map[string]any{"kid": s.keys.active.kid}},
 	}
 	ar, err := s.provider.NewAccessRequest(ctx, r, sess)
+	if errors.Is(err, ErrBusy) {
+		w.Header().Set("Retry-After", retryAfter)
+		err = fosite.ErrTemporarilyUnavailable.WithWrap(err)
+	}
 	if err != nil {
 		s.tokenError(ctx, w, ar, err)
 		return
@@ -38,10 +43,14 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	if ar.GetGrantTypes().ExactOne(GrantPassword) {
 		subject, scopeOwner, extraScopes = sess.Subject, sess.Subject, nil
 	}
-	allowed, err := userScopes(ctx, s.cfg.Shared, scopeOwner)
-	if err != nil {
-		s.tokenError(ctx, w, ar, fosite.ErrServerError.WithWrap(err))
-		return
+	// An application's key calls APIs, not the REST APIs: its tokens get no
+	// role scopes, whoever owns the application and whatever the grant.
+	allowed := map[string]bool{}
+	if c.Kind != clientKindApplication {
+		if allowed, err = userScopes(ctx, s.cfg.Shared, scopeOwner); err != nil {
+			s.tokenError(ctx, w, ar, fosite.ErrServerError.WithWrap(err))
+			return
+		}
 	}
 	for _, sc := range extraScopes {
 		allowed[sc] = true
@@ -91,7 +100,10 @@ func grantScopes(requested []string, allowed map[string]bool) []string {
 func (s *Server) tokenError(ctx context.Context, w http.ResponseWriter, ar fosite.AccessRequester, err error) {
 	rfc := fosite.ErrorToRFC6749Error(err)
 	ev := s.log.Info()
-	if rfc.CodeField >= http.StatusInternalServerError {
+	switch {
+	case rfc.CodeField == http.StatusServiceUnavailable: // overload, not a fault
+		ev = s.log.Warn()
+	case rfc.CodeField >= http.StatusInternalServerError:
 		ev = s.log.Error().AnErr("cause", rfc.Cause()).Str("debug", rfc.Debug())
 	}
 	if ar != nil && ar.GetClient() != nil && ar.GetClient().GetID() != "" {

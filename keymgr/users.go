@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/alexedwards/argon2id"
 	"github.com/jackc/pgx/v5"
@@ -13,6 +14,11 @@ import (
 // ErrBadCredentials is returned for an unknown user or a wrong password; the
 // two are not told apart.
 var ErrBadCredentials = errors.New("bad credentials")
+
+// ErrBusy is returned when as many password hashes as allowed are being
+// computed and none finished within the wait. The endpoints answer 503 with
+// Retry-After.
+var ErrBusy = errors.New("too many password checks in progress")
 
 // passwordParams are the argon2id parameters of new password hashes (the
 // RFC 9106 second recommendation, with parallelism fixed so that a hash costs
@@ -69,22 +75,71 @@ func EnsureUser(ctx context.Context, shared *pgxpool.Pool, name, password string
 	return created, nil
 }
 
+// hashLimiter bounds the password hashes computed at once. An argon2id hash
+// of ours takes 64 MiB, and a password check runs for every password grant
+// and every DCR request, known user or not: without a bound, a burst of
+// bogus logins costs gigabytes.
+type hashLimiter struct {
+	sem  chan struct{}
+	wait time.Duration
+}
+
+func newHashLimiter(n int, wait time.Duration) *hashLimiter {
+	return &hashLimiter{sem: make(chan struct{}, n), wait: wait}
+}
+
+// do runs f once a slot is free. It waits at most l.wait, then returns
+// ErrBusy; or the context's error, if that ends first.
+func (l *hashLimiter) do(ctx context.Context, f func()) error {
+	select {
+	case l.sem <- struct{}{}:
+	default:
+		t := time.NewTimer(l.wait)
+		defer t.Stop()
+		select {
+		case l.sem <- struct{}{}:
+		case <-ctx.Done():
+			return fmt.Errorf("wait for password check: %w", ctx.Err())
+		case <-t.C:
+			return ErrBusy
+		}
+	}
+	defer func() { <-l.sem }()
+	f()
+	return nil
+}
+
 // Authenticate checks the user's password and returns the user's roles. It
 // returns ErrBadCredentials for an unknown user or a wrong password, taking
-// about as long for either.
-func Authenticate(ctx context.Context, shared *pgxpool.Pool, name, password string) (roles []string, err error) {
+// about as long for either, and ErrBusy when the server is computing as many
+// password hashes as it allows (Config.MaxPasswordHashes) for longer than
+// Config.PasswordHashWait.
+func (s *Server) Authenticate(ctx context.Context, name, password string) (roles []string, err error) {
+	return authenticate(ctx, s.cfg.Shared, s.hashes, name, password)
+}
+
+func authenticate(ctx context.Context, shared *pgxpool.Pool, lim *hashLimiter, name, password string) (roles []string, err error) {
 	var hash string
 	err = shared.QueryRow(ctx, `SELECT password_hash FROM users WHERE name = $1`, name).Scan(&hash)
+	known := true
 	switch {
 	case errors.Is(err, pgx.ErrNoRows):
-		_, _ = argon2id.ComparePasswordAndHash(password, dummyHash)
-		return nil, ErrBadCredentials
+		hash, known = dummyHash, false
 	case err != nil:
 		return nil, fmt.Errorf("authenticate: %w", err)
 	}
-	ok, err := argon2id.ComparePasswordAndHash(password, hash)
-	if err != nil {
-		return nil, fmt.Errorf("authenticate %s: stored hash: %w", name, err)
+	var (
+		ok      bool
+		hashErr error
+	)
+	if err := lim.do(ctx, func() { ok, hashErr = argon2id.ComparePasswordAndHash(password, hash) }); err != nil {
+		return nil, err
+	}
+	if !known { // whatever the comparison found
+		return nil, ErrBadCredentials
+	}
+	if hashErr != nil {
+		return nil, fmt.Errorf("authenticate %s: stored hash: %w", name, hashErr)
 	}
 	if !ok {
 		return nil, ErrBadCredentials

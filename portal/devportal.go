@@ -171,7 +171,7 @@ func (p *Portal) getApplication(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *Portal) deleteApplication(w http.ResponseWriter, r *http.Request) {
-	if err := p.store.DeleteApplication(r.Context(), chi.URLParam(r, "applicationId"), subject(r)); err != nil {
+	if err := p.store.DeleteApplication(r.Context(), chi.URLParam(r, "applicationId"), subject(r), p.clients.DeleteClients); err != nil {
 		p.fail(w, r, err)
 		return
 	}

@@ -36,9 +36,11 @@ type TokenVerifier interface {
 	VerifyToken(ctx context.Context, raw string) (*model.Principal, error)
 }
 
-// ClientRegistrar creates an OAuth client inside the caller's transaction.
+// ClientRegistrar creates and deletes applications' OAuth clients inside the
+// caller's transaction.
 type ClientRegistrar interface {
 	RegisterClient(ctx context.Context, tx pgx.Tx, owner, name string, grantTypes []string) (clientID, secret string, err error)
+	DeleteClients(ctx context.Context, tx pgx.Tx, clientIDs []string) error
 }
 
 // Config configures a Portal.

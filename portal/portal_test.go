@@ -47,6 +47,11 @@ func (f *fakeClients) RegisterClient(ctx context.Context, tx pgx.Tx, owner, name
 	return id, "secret-" + id, err
 }
 
+func (f *fakeClients) DeleteClients(ctx context.Context, tx pgx.Tx, ids []string) error {
+	_, err := tx.Exec(ctx, `DELETE FROM oauth_clients WHERE client_id = ANY($1)`, ids)
+	return err
+}
+
 var _ portal.TokenVerifier = fakeTokens(nil)
 var _ portal.ClientRegistrar = (*fakeClients)(nil)
 

@@ -25,6 +25,10 @@ type Application struct {
 // writes the key mapping, and returns its credentials.
 type RegisterFunc func(ctx context.Context, tx pgx.Tx) (clientID, secret string, err error)
 
+// DeleteClientsFunc deletes OAuth clients inside tx, the transaction that
+// deletes the application they belonged to.
+type DeleteClientsFunc func(ctx context.Context, tx pgx.Tx, clientIDs []string) error
+
 // CreateApplication stores a new application and appends its event. Its
 // throttling policy must exist at application level; an owner's application
 // names are unique.
@@ -93,9 +97,10 @@ func (s *Store) ListApplications(ctx context.Context, owner string) ([]Applicati
 	return apps, nil
 }
 
-// DeleteApplication removes an owner's application with its key mappings
-// and subscriptions, appending a delete event for each.
-func (s *Store) DeleteApplication(ctx context.Context, id, owner string) error {
+// DeleteApplication removes an owner's application with its key mappings,
+// their OAuth clients (through deleteClients) and its subscriptions,
+// appending a delete event for each.
+func (s *Store) DeleteApplication(ctx context.Context, id, owner string, deleteClients DeleteClientsFunc) error {
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		if _, err := getApplication(ctx, tx, id, owner, true); err != nil {
 			return err
@@ -110,6 +115,15 @@ func (s *Store) DeleteApplication(ctx context.Context, id, owner string) error {
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM applications WHERE id = $1`, id); err != nil {
 			return fmt.Errorf("delete: %w", err)
+		}
+		// The key mappings went with the application; their OAuth clients
+		// go now, so the consumer keys cannot mint tokens any more.
+		clientIDs := make([]string, len(keys))
+		for i, k := range keys {
+			clientIDs[i] = k.ConsumerKey
+		}
+		if err := deleteClients(ctx, tx, clientIDs); err != nil {
+			return fmt.Errorf("delete oauth clients: %w", err)
 		}
 		for _, k := range keys {
 			if err := emitDelete(ctx, tx, events.KindKeyMapping, k.ID, "", k); err != nil {

@@ -526,11 +526,21 @@ func TestApplicationsKeysSubscriptionsAndGatewayState(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.oneEvent(events.KindSubscription, events.OpDelete, created.ID)
-	if err := s.DeleteApplication(ctx, app.ID, "mallory"); !errors.Is(err, store.ErrNotFound) {
+	var deletedClients []string
+	deleteClients := func(ctx context.Context, tx pgx.Tx, ids []string) error {
+		deletedClients = ids
+		_, err := tx.Exec(ctx, `DELETE FROM oauth_clients WHERE client_id = ANY($1)`, ids)
+		return err
+	}
+	if err := s.DeleteApplication(ctx, app.ID, "mallory", deleteClients); !errors.Is(err, store.ErrNotFound) {
 		t.Errorf("delete another's application: %v", err)
 	}
-	if err := s.DeleteApplication(ctx, app.ID, "bob"); err != nil {
+	if err := s.DeleteApplication(ctx, app.ID, "bob", deleteClients); err != nil {
 		t.Fatal(err)
+	}
+	var clientsLeft int
+	if err := f.pool.QueryRow(ctx, `SELECT count(*) FROM oauth_clients WHERE client_id = ANY($1)`, deletedClients).Scan(&clientsLeft); err != nil || len(deletedClients) != 1 || clientsLeft != 0 {
+		t.Errorf("application's OAuth clients %v: %d left (%v), want 1 deleted", deletedClients, clientsLeft, err)
 	}
 	evs := f.newEvents()
 	if len(evs) != 2 || evs[0].Kind != events.KindKeyMapping || evs[0].Op != events.OpDelete ||
