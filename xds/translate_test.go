@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 
@@ -15,10 +16,12 @@ import (
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	"github.com/envoyproxy/go-control-plane/pkg/cache/types"
 	"github.com/envoyproxy/go-control-plane/pkg/resource/v3"
+	"github.com/envoyproxy/go-control-plane/pkg/wellknown"
 	"github.com/google/go-cmp/cmp"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/testing/protocmp"
+	"google.golang.org/protobuf/types/known/anypb"
 	"gopkg.in/yaml.v3"
 
 	"github.com/apim-dev/apim/internal/model"
@@ -112,6 +115,7 @@ func TestTranslateGolden(t *testing.T) {
 			if _, err := res.Snapshot("1"); err != nil {
 				t.Fatal(err)
 			}
+			validateResources(t, res)
 			for kind, rs := range map[string][]types.Resource{"listeners": res.Listeners, "routes": res.Routes, "clusters": res.Clusters} {
 				out := filepath.Join("testdata", "out", name+"."+kind+".yaml")
 				want[out] = true
@@ -144,6 +148,21 @@ func TestTranslateGolden(t *testing.T) {
 			continue
 		}
 		t.Errorf("stale golden file %s (run go test ./xds -update)", out)
+	}
+}
+
+// validateResources checks every resource the way Translate no longer does
+// for each route and cluster: against its proto validation rules, and that it
+// marshals (which needs valid UTF-8).
+func validateResources(t testing.TB, res Resources) {
+	t.Helper()
+	for _, r := range slices.Concat(res.Listeners, res.Routes, res.Clusters) {
+		if err := r.(interface{ ValidateAll() error }).ValidateAll(); err != nil {
+			t.Errorf("%T %s: %v", r, resourceName(r), err)
+		}
+		if _, err := proto.Marshal(r); err != nil {
+			t.Errorf("%T %s does not marshal: %v", r, resourceName(r), err)
+		}
 	}
 }
 
@@ -233,7 +252,7 @@ func TestTranslateRewrite(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			rw := b.action("/ctx/1.0.0").Route.GetRegexRewrite()
+			rw := newTranslator(Input{}).action(b, "/ctx/1.0.0").Route.GetRegexRewrite()
 			got := regexp.MustCompile(rw.GetPattern().GetRegex()).ReplaceAllLiteralString(tt.path, rw.GetSubstitution())
 			if got != tt.want {
 				t.Errorf("%s via %s → %q, want %q", tt.path, tt.endpoint, got, tt.want)
@@ -294,6 +313,11 @@ func TestTranslateErrors(t *testing.T) {
 		"no sidecar":               {Input{Environment: "Default"}, []string{"sidecar address and port are required"}},
 		"no environment":           {Input{Sidecar: Upstream{Address: "127.0.0.1", Port: 1}}, []string{"environment is required"}},
 		"unresolvable port number": {testInput([]model.Deployment{withEndpoint(ok, "http://b:0")}), []string{"bad port"}},
+		"name not utf-8":           {testInput([]model.Deployment{withName(ok, "caf\xe9")}), []string{"api 0f6a1c2e-0001-4000-8000-000000000001", "name is invalid: not valid UTF-8"}},
+		"host not utf-8":           {testInput([]model.Deployment{withEndpoint(ok, "http://caf\xe9/")}), []string{"api 0f6a1c2e-0001-4000-8000-000000000001", "production_endpoints.url is invalid: not valid UTF-8"}},
+		"vhost control character":  {testInput([]model.Deployment{withVHost(ok, "a\nb")}), []string{"api 0f6a1c2e-0001-4000-8000-000000000001 (Hello 1.0.0): vhost", "must be a host name"}},
+		"environment not utf-8":    {Input{Environment: "\xff", Sidecar: Upstream{Address: "127.0.0.1", Port: 1}}, []string{"environment \"\\xff\" is not valid UTF-8"}},
+		"tls host too long":        {testInput([]model.Deployment{withEndpoint(ok, "https://"+strings.Repeat("a", 256))}), []string{"api 0f6a1c2e-0001-4000-8000-000000000001", "longer than the 255 bytes"}},
 	}
 	for name, tt := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -312,6 +336,16 @@ func TestTranslateErrors(t *testing.T) {
 
 func withEndpoint(d model.Deployment, u string) model.Deployment {
 	d.API.Production = &model.Endpoint{URL: u}
+	return d
+}
+
+func withName(d model.Deployment, name string) model.Deployment {
+	d.API.Name = name
+	return d
+}
+
+func withVHost(d model.Deployment, vhost string) model.Deployment {
+	d.VHost = vhost
 	return d
 }
 
@@ -463,6 +497,88 @@ func FuzzPathTemplate(f *testing.F) {
 	})
 }
 
+func TestExtAuthzPerRoute(t *testing.T) {
+	tests := map[string][]keyValue{
+		"none": nil,
+		"one":  {{"api_id", "x"}},
+		"unsorted, empty and repeated values": {
+			{"tier", "Unlimited"}, {"api_id", "a"}, {"scopes", ""}, {"has_sandbox", "true"}, {"has_production", "true"}, {"b", ""},
+		},
+		"multi-byte lengths": {{"k", strings.Repeat("v", 200)}, {strings.Repeat("k", 20000), "v"}},
+		"unicode":            {{"api_name", "café ☕"}, {"ünïcode", "x"}},
+	}
+	for name, ext := range tests {
+		t.Run(name, func(t *testing.T) {
+			m := map[string]string{}
+			for _, kv := range ext {
+				m[kv.key] = kv.value
+			}
+			want := &anypb.Any{}
+			if err := anypb.MarshalFrom(want, &extauthzv3.ExtAuthzPerRoute{
+				Override: &extauthzv3.ExtAuthzPerRoute_CheckSettings{CheckSettings: &extauthzv3.CheckSettings{ContextExtensions: m}},
+			}, proto.MarshalOptions{Deterministic: true}); err != nil {
+				t.Fatal(err)
+			}
+			got, err := extAuthzPerRoute(slices.Clone(ext))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got.GetTypeUrl() != want.GetTypeUrl() || !bytes.Equal(got.GetValue(), want.GetValue()) {
+				t.Errorf("extAuthzPerRoute = %s %x, want %s %x", got.GetTypeUrl(), got.GetValue(), want.GetTypeUrl(), want.GetValue())
+			}
+		})
+	}
+	if _, err := extAuthzPerRoute([]keyValue{{"api_name", "caf\xe9"}}); err == nil || !strings.Contains(err.Error(), "api_name is not valid UTF-8") {
+		t.Errorf("invalid UTF-8: err = %v, want one naming api_name", err)
+	}
+}
+
+// FuzzTranslate checks that Translate either refuses a deployment with an
+// error naming its API, or builds resources that pass their proto validation
+// rules and marshal: Translate no longer validates each route and cluster
+// itself, so the checks of its input must cover every rule.
+func FuzzTranslate(f *testing.F) {
+	f.Add("/pets", "v2", "/pets/{petId}/photos/*", "GET", "https://petstore.example.com/api/v2/", "http://sandbox:9090", "", "PetStore", "pets:write")
+	f.Add("/c+x", "1.0", "/a$b/{p}", "POST", "http://b", "", "api.example.com", "Name", "")
+	f.Add("/caf\xc3\xa9", "1", "/\xa8", "PUT", "", "https://10.0.0.7:8443", "", "n", "s")
+	f.Add("/x", "1", "/", "GET", "http://caf\xe9", "", "a\rb", "\xff", "\xfe")
+	f.Add("/x", "1", "/", "GET", "https://[::1]:8443/a%2fb", "http://h/\x00", "10.0.0.1", "n", "s")
+	f.Fuzz(func(t *testing.T, context, version, target, verb, prodURL, sandboxURL, vhost, name, scope string) {
+		const id = "fuzz-api"
+		api := model.API{
+			ID: id, Name: name, Context: context, Version: version,
+			Operations: []model.Operation{{Target: target, Verb: verb, AuthType: model.AuthApplication, ThrottlingPolicy: "Gold", Scopes: []string{scope}}},
+		}
+		if prodURL != "" {
+			api.Production = &model.Endpoint{URL: prodURL}
+		}
+		if sandboxURL != "" {
+			api.Sandbox = &model.Endpoint{URL: sandboxURL}
+		}
+		res, err := Translate(testInput([]model.Deployment{{APIID: id, VHost: vhost, API: api}}))
+		if err != nil {
+			if !strings.Contains(err.Error(), "api "+id) {
+				t.Fatalf("error does not name the API: %v", err)
+			}
+			return
+		}
+		validateResources(t, res)
+		for _, rs := range routesOf(t, res) {
+			for _, r := range rs {
+				a := r.GetTypedPerFilterConfig()[wellknown.HTTPExternalAuthorization]
+				m, err := a.UnmarshalNew()
+				if err != nil {
+					t.Fatalf("route %s: %v", r.GetName(), err)
+				}
+				want, err := proto.MarshalOptions{Deterministic: true}.Marshal(m)
+				if err != nil || !bytes.Equal(a.GetValue(), want) {
+					t.Errorf("route %s: ext_authz config %x, want %x (%v)", r.GetName(), a.GetValue(), want, err)
+				}
+			}
+		}
+	})
+}
+
 // onTheWire percent-encodes what a client cannot send raw in a path.
 func onTheWire(p string) string {
 	var b strings.Builder
@@ -476,17 +592,31 @@ func onTheWire(p string) string {
 	return b.String()
 }
 
+// benchDeployments are n APIs with ops operations each, each API with its own
+// backend host and, if sandbox is set, a shared sandbox endpoint.
+func benchDeployments(n, ops int, sandbox bool) []model.Deployment {
+	ds := make([]model.Deployment, n)
+	for i := range ds {
+		id := fmt.Sprintf("api-%05d", i)
+		ds[i] = model.Deployment{APIID: id, Environment: "Default", API: model.API{
+			ID: id, Name: "API " + id, Context: "/" + id, Version: "1.0.0",
+			Production: &model.Endpoint{URL: fmt.Sprintf("http://backend-%d.internal:8080/v1", i)},
+		}}
+		if sandbox {
+			ds[i].API.Sandbox = &model.Endpoint{URL: "https://sandbox.internal"}
+		}
+		target := "/items/{id}"
+		for j := range ops {
+			ds[i].API.Operations = append(ds[i].API.Operations, model.Operation{Target: target, Verb: "GET", AuthType: model.AuthApplicationUser, ThrottlingPolicy: "Unlimited"})
+			target = fmt.Sprintf("/items/{id}/sub%d", j)
+		}
+	}
+	return ds
+}
+
 func BenchmarkTranslate(b *testing.B) {
 	for _, n := range []int{1000, 10000} {
-		ds := make([]model.Deployment, n)
-		for i := range ds {
-			id := fmt.Sprintf("api-%05d", i)
-			ds[i] = model.Deployment{APIID: id, Environment: "Default", API: model.API{
-				ID: id, Name: "API " + id, Context: "/" + id, Version: "1.0.0",
-				Production: &model.Endpoint{URL: fmt.Sprintf("http://backend-%d.internal:8080/v1", i)},
-				Operations: []model.Operation{{Target: "/items/{id}", Verb: "GET", AuthType: model.AuthApplicationUser, ThrottlingPolicy: "Unlimited"}},
-			}}
-		}
+		ds := benchDeployments(n, 1, false)
 		b.Run(fmt.Sprintf("apis=%d", n), func(b *testing.B) {
 			b.ReportAllocs()
 			for b.Loop() {
@@ -503,5 +633,34 @@ func BenchmarkTranslate(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// BenchmarkTranslateOperations has APIs of several operations and a sandbox:
+// 20,000 routes.
+func BenchmarkTranslateOperations(b *testing.B) {
+	ds := benchDeployments(1000, 10, true)
+	b.ReportAllocs()
+	for b.Loop() {
+		res, err := Translate(testInput(ds))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := res.Snapshot("1"); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestBenchDeploymentsValidate checks that what the benchmarks translate is
+// valid, so that they measure the translation that Envoy gets.
+func TestBenchDeploymentsValidate(t *testing.T) {
+	res, err := Translate(testInput(benchDeployments(50, 10, true)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	validateResources(t, res)
+	if got := len(routesOf(t, res)["localhost"]); got != 50*10*2 {
+		t.Errorf("got %d routes, want %d", got, 50*10*2)
 	}
 }
