@@ -6,7 +6,7 @@ BIN := bin/apim
 # Tiers by package: unit tests need no services; integration tests start a
 # private PostgreSQL and Kafka (embedded and Apache); e2e runs real Envoy in
 # front of the real binary.
-UNIT_PKGS := ./internal/config/... ./internal/model/... ./internal/certs/... ./internal/app/... \
+UNIT_PKGS := ./internal/config/... ./internal/model/... ./internal/certs/... ./internal/app/... ./internal/ops/... \
 	./internal/gwstate/... ./xds/... ./envoy/... ./authz/... ./ratelimit/...
 INTEGRATION_PKGS := ./internal/pgcluster/... ./internal/pgtest/... ./internal/migrate/... \
 	./internal/events/... ./internal/kafkatest/... ./internal/store/... ./keymgr/... ./portal/...

@@ -185,8 +185,10 @@ func (s *Server) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, *denia
 	}
 	now := s.now()
 	// Hash the header's bytes in place: sha256 only reads them, and a copy
-	// of a kilobyte token would be the hot path's one allocation.
-	key := tokenKey(sha256.Sum256(unsafe.Slice(unsafe.StringData(tok), len(tok))))
+	// of a kilobyte token would be the hot path's one allocation. The slice
+	// is a read-only view of an immutable string and does not outlive the
+	// call (an empty tok gives an empty slice).
+	key := tokenKey(sha256.Sum256(unsafe.Slice(unsafe.StringData(tok), len(tok)))) //nolint:gosec // G103: sound, see above
 	v := s.cache.get(&key)
 	if v == nil {
 		if s.bad.bad(&key, s.keys, now) {
@@ -416,31 +418,59 @@ type denial struct {
 }
 
 var denials = []denial{
-	{code: codeMissing, http: typev3.StatusCode_Unauthorized, grpc: codes.Unauthenticated,
+	{
+		code:        codeMissing,
+		http:        typev3.StatusCode_Unauthorized,
+		grpc:        codes.Unauthenticated,
 		message:     "Missing Credentials",
 		description: "Invalid Credentials. Make sure your API invocation call has a header: 'Authorization : Bearer ACCESS_TOKEN' or 'Authorization : Basic ACCESS_TOKEN' or 'apikey: API_KEY'",
-		challenge:   `Bearer realm="apim"`},
-	{code: codeInvalid, http: typev3.StatusCode_Unauthorized, grpc: codes.Unauthenticated,
+		challenge:   `Bearer realm="apim"`,
+	},
+	{
+		code:        codeInvalid,
+		http:        typev3.StatusCode_Unauthorized,
+		grpc:        codes.Unauthenticated,
 		message:     "Invalid Credentials",
 		description: "Invalid Credentials. Make sure you have provided the correct security credentials",
-		challenge:   `Bearer realm="apim", error="invalid_token"`},
-	{code: codeNoResource, http: typev3.StatusCode_NotFound, grpc: codes.NotFound,
+		challenge:   `Bearer realm="apim", error="invalid_token"`,
+	},
+	{
+		code:        codeNoResource,
+		http:        typev3.StatusCode_NotFound,
+		grpc:        codes.NotFound,
 		message:     "No matching resource found for given API Request",
-		description: "No matching resource found in the API for the given request"},
-	{code: codeBlocked, http: typev3.StatusCode_Unauthorized, grpc: codes.PermissionDenied,
+		description: "No matching resource found in the API for the given request",
+	},
+	{
+		code:        codeBlocked,
+		http:        typev3.StatusCode_Unauthorized,
+		grpc:        codes.PermissionDenied,
 		message:     "The requested API is temporarily blocked",
 		description: "The subscription to the API is blocked",
-		challenge:   `Bearer realm="apim"`},
-	{code: codeNoSubscription, http: typev3.StatusCode_Forbidden, grpc: codes.PermissionDenied,
+		challenge:   `Bearer realm="apim"`,
+	},
+	{
+		code:        codeNoSubscription,
+		http:        typev3.StatusCode_Forbidden,
+		grpc:        codes.PermissionDenied,
 		message:     "Resource forbidden",
-		description: "User is NOT authorized to access the Resource. API Subscription validation failed."},
-	{code: codeInactive, http: typev3.StatusCode_Unauthorized, grpc: codes.PermissionDenied,
+		description: "User is NOT authorized to access the Resource. API Subscription validation failed.",
+	},
+	{
+		code:        codeInactive,
+		http:        typev3.StatusCode_Unauthorized,
+		grpc:        codes.PermissionDenied,
 		message:     "The subscription to the API is inactive",
 		description: "The subscription to the API is on hold or rejected",
-		challenge:   `Bearer realm="apim"`},
-	{code: codeScope, http: typev3.StatusCode_Forbidden, grpc: codes.PermissionDenied,
+		challenge:   `Bearer realm="apim"`,
+	},
+	{
+		code:        codeScope,
+		http:        typev3.StatusCode_Forbidden,
+		grpc:        codes.PermissionDenied,
 		message:     "The access token does not allow you to access the requested resource",
-		description: "User is NOT authorized to access the Resource. Scope validation failed."},
+		description: "User is NOT authorized to access the Resource. Scope validation failed.",
+	},
 }
 
 func (d *denial) response() *authv3.CheckResponse {
@@ -459,7 +489,7 @@ func (d *denial) response() *authv3.CheckResponse {
 		})
 	}
 	return &authv3.CheckResponse{
-		Status: &rpcstatus.Status{Code: int32(d.grpc), Message: d.message},
+		Status: status.New(d.grpc, d.message).Proto(),
 		HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 			Status:  &typev3.HttpStatus{Code: d.http},
 			Headers: headers,

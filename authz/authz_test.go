@@ -49,10 +49,14 @@ func TestCheckDenied(t *testing.T) {
 		ext   map[string]string
 		want  denied
 	}{
-		"no api_id": {api: "", token: good,
-			want: denied{404, "900906", "No matching resource found for given API Request", "No matching resource found in the API for the given request", false}},
-		"no authorization header": {api: "api-gold",
-			want: denied{401, "900902", "Missing Credentials", "Invalid Credentials. Make sure your API invocation call has a header: 'Authorization : Bearer ACCESS_TOKEN' or 'Authorization : Basic ACCESS_TOKEN' or 'apikey: API_KEY'", true}},
+		"no api_id": {
+			api: "", token: good,
+			want: denied{404, "900906", "No matching resource found for given API Request", "No matching resource found in the API for the given request", false},
+		},
+		"no authorization header": {
+			api:  "api-gold",
+			want: denied{401, "900902", "Missing Credentials", "Invalid Credentials. Make sure your API invocation call has a header: 'Authorization : Bearer ACCESS_TOKEN' or 'Authorization : Basic ACCESS_TOKEN' or 'apikey: API_KEY'", true},
+		},
 		"basic scheme":                 {api: "api-gold", token: "Basic YWxpY2U6c2VjcmV0", want: denied{401, "900902", "Missing Credentials", "", true}},
 		"empty bearer":                 {api: "api-gold", token: "Bearer   ", want: denied{401, "900902", "Missing Credentials", "", true}},
 		"not a jwt":                    {api: "api-gold", token: "Bearer 3f1a9c0e-opaque", want: invalid},
@@ -70,8 +74,10 @@ func TestCheckDenied(t *testing.T) {
 		"key of a deleted app":         {api: "api-gold", token: bearer(tokenClaims("ck-orphan", nil)), want: invalid},
 		"sandbox key, no sandbox":      {api: "api-gold", token: bearer(tokenClaims("ck-sbx", nil)), ext: map[string]string{ExtHasSandbox: "false"}, want: invalid},
 		"production key, sandbox only": {api: "api-gold", token: good, ext: map[string]string{ExtHasProduction: "false"}, want: invalid},
-		"no subscription": {api: "api-other", token: good,
-			want: denied{403, "900908", "Resource forbidden", "User is NOT authorized to access the Resource. API Subscription validation failed.", false}},
+		"no subscription": {
+			api: "api-other", token: good,
+			want: denied{403, "900908", "Resource forbidden", "User is NOT authorized to access the Resource. API Subscription validation failed.", false},
+		},
 		"blocked":                  {api: "api-blk", token: good, want: denied{401, "900907", "The requested API is temporarily blocked", "", true}},
 		"blocked sandbox key too":  {api: "api-blk", token: bearer(tokenClaims("ck-sbx", nil)), want: denied{401, "900907", "The requested API is temporarily blocked", "", true}},
 		"production-only blocked":  {api: "api-pob", token: good, want: denied{401, "900907", "The requested API is temporarily blocked", "", true}},
@@ -172,30 +178,54 @@ func TestCheckAllowed(t *testing.T) {
 		ext   map[string]string
 		want  *authv3.CheckResponse
 	}{
-		"auth type None, no token": {api: "api-gold", ext: map[string]string{ExtAuthType: model.AuthNone},
-			want: okWant("PRODUCTION", map[string]string{"api_id": "api-gold", "key_type": "PRODUCTION"})},
-		"gold subscription carries the tier": {api: "api-gold", token: bearer(tokenClaims("ck-prod", nil)),
-			want: tokenOK("PRODUCTION", meta("api-gold", "PRODUCTION", "ck-prod", "sub-gold", "Gold"))},
-		"unlimited subscription carries no tier": {api: "api-unl", token: bearer(tokenClaims("ck-prod", nil)),
-			want: tokenOK("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod"))},
-		"sandbox key": {api: "api-gold", token: bearer(tokenClaims("ck-sbx", nil)),
-			want: tokenOK("SANDBOX", meta("api-gold", "SANDBOX", "ck-sbx", "sub-gold", "Gold"))},
-		"sandbox key on production-only blocked": {api: "api-pob", token: bearer(tokenClaims("ck-sbx", nil)),
-			want: tokenOK("SANDBOX", meta("api-pob", "SANDBOX", "ck-sbx", "sub-pob", "Gold"))},
-		"lower-case scheme": {api: "api-unl", token: "bearer " + sign(t, jose.RS256, key, testKid, tokenClaims("ck-prod", nil)),
-			want: tokenOK("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod"))},
-		"upper-case scheme": {api: "api-unl", token: "BEARER " + sign(t, jose.RS256, key, testKid, tokenClaims("ck-prod", nil)),
-			want: tokenOK("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod"))},
-		"mixed-case scheme": {api: "api-unl", token: "bEaReR " + sign(t, jose.RS256, key, testKid, tokenClaims("ck-prod", nil)),
-			want: tokenOK("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod"))},
-		"one matching scope": {api: "api-unl", token: bearer(tokenClaims("ck-prod", nil)), ext: map[string]string{ExtScopes: "admin read:pets"},
-			want: tokenOK("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod"))},
-		"client_id claim": {api: "api-unl", token: bearer(tokenClaims("", map[string]any{"azp": nil, "aud": nil, "client_id": "ck-prod"})),
-			want: tokenOK("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod"))},
-		"single aud": {api: "api-unl", token: bearer(tokenClaims("", map[string]any{"azp": nil, "aud": []string{"ck-prod"}})),
-			want: tokenOK("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod"))},
-		"expired within leeway": {api: "api-unl", token: bearer(tokenClaims("ck-prod", map[string]any{"exp": testNow.Add(-2 * time.Second).Unix()})),
-			want: tokenOK("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod"))},
+		"auth type None, no token": {
+			api: "api-gold", ext: map[string]string{ExtAuthType: model.AuthNone},
+			want: okWant("PRODUCTION", map[string]string{"api_id": "api-gold", "key_type": "PRODUCTION"}),
+		},
+		"gold subscription carries the tier": {
+			api: "api-gold", token: bearer(tokenClaims("ck-prod", nil)),
+			want: tokenOK("PRODUCTION", meta("api-gold", "PRODUCTION", "ck-prod", "sub-gold", "Gold")),
+		},
+		"unlimited subscription carries no tier": {
+			api: "api-unl", token: bearer(tokenClaims("ck-prod", nil)),
+			want: tokenOK("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod")),
+		},
+		"sandbox key": {
+			api: "api-gold", token: bearer(tokenClaims("ck-sbx", nil)),
+			want: tokenOK("SANDBOX", meta("api-gold", "SANDBOX", "ck-sbx", "sub-gold", "Gold")),
+		},
+		"sandbox key on production-only blocked": {
+			api: "api-pob", token: bearer(tokenClaims("ck-sbx", nil)),
+			want: tokenOK("SANDBOX", meta("api-pob", "SANDBOX", "ck-sbx", "sub-pob", "Gold")),
+		},
+		"lower-case scheme": {
+			api: "api-unl", token: "bearer " + sign(t, jose.RS256, key, testKid, tokenClaims("ck-prod", nil)),
+			want: tokenOK("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod")),
+		},
+		"upper-case scheme": {
+			api: "api-unl", token: "BEARER " + sign(t, jose.RS256, key, testKid, tokenClaims("ck-prod", nil)),
+			want: tokenOK("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod")),
+		},
+		"mixed-case scheme": {
+			api: "api-unl", token: "bEaReR " + sign(t, jose.RS256, key, testKid, tokenClaims("ck-prod", nil)),
+			want: tokenOK("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod")),
+		},
+		"one matching scope": {
+			api: "api-unl", token: bearer(tokenClaims("ck-prod", nil)), ext: map[string]string{ExtScopes: "admin read:pets"},
+			want: tokenOK("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod")),
+		},
+		"client_id claim": {
+			api: "api-unl", token: bearer(tokenClaims("", map[string]any{"azp": nil, "aud": nil, "client_id": "ck-prod"})),
+			want: tokenOK("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod")),
+		},
+		"single aud": {
+			api: "api-unl", token: bearer(tokenClaims("", map[string]any{"azp": nil, "aud": []string{"ck-prod"}})),
+			want: tokenOK("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod")),
+		},
+		"expired within leeway": {
+			api: "api-unl", token: bearer(tokenClaims("ck-prod", map[string]any{"exp": testNow.Add(-2 * time.Second).Unix()})),
+			want: tokenOK("PRODUCTION", meta("api-unl", "PRODUCTION", "ck-prod")),
+		},
 	}
 	s := newTestServer(t, func() time.Time { return testNow })
 	for name, tc := range tests {

@@ -151,7 +151,7 @@ func jsonString(v []byte) (string, error) {
 
 // jsonNumber decodes a JSON number value.
 func jsonNumber(v []byte) (float64, error) {
-	if len(v) == 0 || !(v[0] == '-' || v[0] >= '0' && v[0] <= '9') {
+	if len(v) == 0 || v[0] != '-' && (v[0] < '0' || v[0] > '9') {
 		return 0, errMalformed
 	}
 	f, err := strconv.ParseFloat(string(v), 64)

@@ -8,8 +8,9 @@ import (
 )
 
 // BenchmarkDeployToLive measures, over 50 deploys, the time from the
-// deploy-revision call's answer to the first 200 through Envoy. Run it with
-// -benchtime 1x: one iteration is the whole series.
+// deploy-revision call's answer to the first 200 through Envoy, beside the
+// baseline of the same run: one call to a route that is already live. Run it
+// with -benchtime 1x: one iteration is the whole series.
 func BenchmarkDeployToLive(b *testing.B) {
 	for range b.N {
 		deploySeries(b)
@@ -45,8 +46,18 @@ func deploySeries(b *testing.B) {
 		}
 		took = append(took, time.Since(start))
 	}
+	var live []time.Duration
+	for range deploys {
+		start := time.Now()
+		if status, _, _, _ := e.gateway("GET", "/live0/1.0.0/ping", ""); status != 200 {
+			b.Fatalf("live route answered %d", status)
+		}
+		live = append(live, time.Since(start))
+	}
+	ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 	slices.Sort(took)
-	b.ReportMetric(float64(took[len(took)/2].Microseconds())/1000, "p50-ms")
-	b.ReportMetric(float64(took[len(took)*99/100].Microseconds())/1000, "p99-ms")
-	b.ReportMetric(float64(took[len(took)-1].Microseconds())/1000, "max-ms")
+	slices.Sort(live)
+	b.ReportMetric(ms(took[len(took)/2]), "p50-ms")
+	b.ReportMetric(ms(took[len(took)*99/100]), "p99-ms")
+	b.ReportMetric(ms(live[len(live)/2]), "live-call-p50-ms")
 }

@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"fmt"
 	"net/http"
+	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -115,6 +117,30 @@ func coreFlow(t *testing.T, e *env) {
 		if h.Get("Retry-After") == "" {
 			t.Errorf("429 without Retry-After; headers %v", h)
 		}
+	})
+	t.Run("blocking and retiring an API", func(t *testing.T) {
+		api := e.publishAPI(admin, "Lifecycle", "/lifecycle", []string{"Unlimited"})
+		e.subscribe(admin, app, api, "Unlimited")
+		answers := func(wantStatus int, wantCode string) func() string {
+			return func() string {
+				status, code, body, _ := e.gateway("GET", "/lifecycle/1.0.0/items/1", token)
+				if status != wantStatus || code != wantCode {
+					return fmt.Sprintf("got %d %s, want %d %s", status, body, wantStatus, wantCode)
+				}
+				return ""
+			}
+		}
+		lifecycle := func(action string) {
+			e.must(200, "POST", "/api/am/publisher/v4/apis/change-lifecycle?apiId="+api+"&action="+url.QueryEscape(action), admin, nil, nil)
+		}
+		e.eventually(10*time.Second, answers(200, ""))
+		lifecycle("Block")
+		e.eventually(5*time.Second, answers(503, "700700"))
+		lifecycle("Re-Publish")
+		e.eventually(5*time.Second, answers(200, ""))
+		lifecycle("Deprecate")
+		lifecycle("Retire")
+		e.eventually(5*time.Second, answers(404, "900906"))
 	})
 	t.Run("undeploy takes the API off the gateway", func(t *testing.T) {
 		var revs struct {

@@ -62,6 +62,7 @@ func Bootstrap(c BootstrapConfig) ([]byte, error) {
 	if len(errs) > 0 {
 		return nil, fmt.Errorf("envoy bootstrap: %w", errors.Join(errs...))
 	}
+	xdsPort, adminPort := uint32(c.XDSPort), uint32(c.AdminPort) //nolint:gosec // G115: both checked to be in 0..65535 above
 	ads := &corev3.ConfigSource{
 		ResourceApiVersion:    corev3.ApiVersion_V3,
 		ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
@@ -79,8 +80,8 @@ func Bootstrap(c BootstrapConfig) ([]byte, error) {
 			LdsConfig: ads,
 			CdsConfig: ads,
 		},
-		StaticResources: &bootstrapv3.Bootstrap_StaticResources{Clusters: []*clusterv3.Cluster{xdsCluster(c.XDSAddress, uint32(c.XDSPort))}},
-		Admin:           &bootstrapv3.Admin{Address: socketAddress(c.AdminAddress, uint32(c.AdminPort))},
+		StaticResources: &bootstrapv3.Bootstrap_StaticResources{Clusters: []*clusterv3.Cluster{xdsCluster(c.XDSAddress, xdsPort)}},
+		Admin:           &bootstrapv3.Admin{Address: socketAddress(c.AdminAddress, adminPort)},
 	}
 	if err := b.ValidateAll(); err != nil {
 		return nil, fmt.Errorf("envoy bootstrap: %w", err)
@@ -157,9 +158,11 @@ func Binary() (string, error) {
 		return p, nil
 	}
 	if root, err := localenv.ModuleRoot(); err == nil {
-		if ver, err := os.ReadFile(filepath.Join(root, VersionFile)); err == nil {
+		// The version file is the repository's own pin, and the binary is the
+		// one scripts/get-envoy.sh put under the module's .cache.
+		if ver, err := os.ReadFile(filepath.Join(root, VersionFile)); err == nil { //nolint:gosec // G304: the module's own .envoy-version
 			p := filepath.Join(root, ".cache", "envoy", strings.TrimSpace(string(ver)), "envoy")
-			if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 {
+			if fi, err := os.Stat(p); err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0 { //nolint:gosec // G703: a path under the module's own .cache
 				return p, nil
 			}
 		}

@@ -25,7 +25,7 @@ import (
 // Paths served by Handler, at WSO2 API-M's paths.
 const (
 	PathRegister  = "/client-registration/v0.17/register"
-	PathToken     = "/oauth2/token"
+	PathToken     = "/oauth2/token" //nolint:gosec // G101: a URL path, not a credential
 	PathJWKS      = "/oauth2/jwks"
 	PathDiscovery = "/.well-known/openid-configuration"
 )
@@ -110,7 +110,7 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("APIM %w", ErrConfigRequired))
 	}
 	if c.Shared == nil {
-		errs = append(errs, fmt.Errorf("Shared %w", ErrConfigRequired))
+		errs = append(errs, fmt.Errorf("Shared %w", ErrConfigRequired)) //nolint:staticcheck // ST1005: names the Config field, like the messages above
 	}
 	if c.AccessTokenTTL < 0 {
 		errs = append(errs, fmt.Errorf("AccessTokenTTL %w: must not be negative", ErrConfigInvalid))

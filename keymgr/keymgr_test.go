@@ -523,8 +523,10 @@ func TestConfigValidate(t *testing.T) {
 		"empty":        {Config{}, []string{"BaseURL is required", "Issuer is required", "APIM is required", "Shared is required"}},
 		"relative URL": {Config{BaseURL: "localhost:9443"}, []string{"BaseURL \"localhost:9443\" is invalid"}},
 		"negative TTL": {Config{BaseURL: "https://h", AccessTokenTTL: -time.Second}, []string{"AccessTokenTTL is invalid"}},
-		"negative password hash limits": {Config{BaseURL: "https://h", MaxPasswordHashes: -1, PasswordHashWait: -time.Second},
-			[]string{"MaxPasswordHashes is invalid", "PasswordHashWait is invalid"}},
+		"negative password hash limits": {
+			Config{BaseURL: "https://h", MaxPasswordHashes: -1, PasswordHashWait: -time.Second},
+			[]string{"MaxPasswordHashes is invalid", "PasswordHashWait is invalid"},
+		},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

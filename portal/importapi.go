@@ -26,8 +26,10 @@ func (p *Portal) importOpenAPI(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnsupportedMediaType, "Content-Type must be multipart/form-data with a file part")
 		return
 	}
+	// The whole body, file parts included, is capped at the portal's body
+	// limit; past it, parsing fails with a MaxBytesError (413 below).
 	r.Body = http.MaxBytesReader(w, r.Body, p.maxBody)
-	if err := r.ParseMultipartForm(maxMultipartMemory); err != nil {
+	if err := r.ParseMultipartForm(maxMultipartMemory); err != nil { //nolint:gosec // G120: bounded by MaxBytesReader above, which gosec's taint rule does not see
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", tooBig.Limit))

@@ -52,8 +52,10 @@ func (f *fakeClients) DeleteClients(ctx context.Context, tx pgx.Tx, ids []string
 	return err
 }
 
-var _ portal.TokenVerifier = fakeTokens(nil)
-var _ portal.ClientRegistrar = (*fakeClients)(nil)
+var (
+	_ portal.TokenVerifier   = fakeTokens(nil)
+	_ portal.ClientRegistrar = (*fakeClients)(nil)
+)
 
 const (
 	pubBase = portal.PublisherBase
@@ -528,30 +530,61 @@ func TestEveryEndpointRejectsBadBodies(t *testing.T) {
 		wantMissing         []string       // what the message must name
 	}
 	endpoints := map[string]endpoint{
-		"create api": {"POST", pubBase + "/apis", "admin-token", petstoreBody(),
-			`{"description":"x","endpointConfig":{"production_endpoints":{"url":"http://b"}}}`, []string{"name is required", "context is required", "version is required"}},
-		"update api": {"PUT", pubBase + "/apis/" + api.ID, "admin-token", petstoreBody(),
-			`{"name":"PetStore","version":"1.0.0"}`, []string{"context is required", "endpointConfig is required"}},
-		"create revision": {"POST", pubBase + "/apis/" + api.ID + "/revisions", "admin-token", map[string]any{"description": "d"},
-			``, []string{"empty"}},
-		"deploy": {"POST", pubBase + "/apis/" + api.ID + "/deploy-revision?revisionId=" + revID, "admin-token", nil,
-			`[{"vhost":"localhost"}]`, []string{"[0].name is required"}},
-		"undeploy": {"POST", pubBase + "/apis/" + api.ID + "/undeploy-revision?revisionId=" + revID, "admin-token", nil,
-			`[]`, []string{"at least one environment"}},
-		"create application": {"POST", devBase + "/applications", "bob-token", map[string]any{"name": "b", "throttlingPolicy": "Unlimited"},
-			`{"description":"x"}`, []string{"name is required", "throttlingPolicy is required"}},
-		"generate keys": {"POST", devBase + "/applications/" + app.ApplicationID + "/generate-keys", "bob-token",
+		"create api": {
+			"POST", pubBase + "/apis", "admin-token", petstoreBody(),
+			`{"description":"x","endpointConfig":{"production_endpoints":{"url":"http://b"}}}`,
+			[]string{"name is required", "context is required", "version is required"},
+		},
+		"update api": {
+			"PUT", pubBase + "/apis/" + api.ID, "admin-token", petstoreBody(),
+			`{"name":"PetStore","version":"1.0.0"}`,
+			[]string{"context is required", "endpointConfig is required"},
+		},
+		"create revision": {
+			"POST", pubBase + "/apis/" + api.ID + "/revisions", "admin-token",
+			map[string]any{"description": "d"},
+			``,
+			[]string{"empty"},
+		},
+		"deploy": {
+			"POST", pubBase + "/apis/" + api.ID + "/deploy-revision?revisionId=" + revID, "admin-token", nil,
+			`[{"vhost":"localhost"}]`,
+			[]string{"[0].name is required"},
+		},
+		"undeploy": {
+			"POST", pubBase + "/apis/" + api.ID + "/undeploy-revision?revisionId=" + revID, "admin-token", nil,
+			`[]`,
+			[]string{"at least one environment"},
+		},
+		"create application": {
+			"POST", devBase + "/applications", "bob-token",
+			map[string]any{"name": "b", "throttlingPolicy": "Unlimited"},
+			`{"description":"x"}`,
+			[]string{"name is required", "throttlingPolicy is required"},
+		},
+		"generate keys": {
+			"POST", devBase + "/applications/" + app.ApplicationID + "/generate-keys", "bob-token",
 			map[string]any{"keyType": "SANDBOX", "grantTypesToBeSupported": []string{"client_credentials"}},
-			`{"callbackUrl":""}`, []string{"keyType is required", "grantTypesToBeSupported is required"}},
-		"subscribe": {"POST", devBase + "/subscriptions", "bob-token",
+			`{"callbackUrl":""}`,
+			[]string{"keyType is required", "grantTypesToBeSupported is required"},
+		},
+		"subscribe": {
+			"POST", devBase + "/subscriptions", "bob-token",
 			map[string]any{"applicationId": app.ApplicationID, "apiId": api.ID, "throttlingPolicy": "Gold"},
-			`{"apiId":"` + api.ID + `"}`, []string{"applicationId is required", "throttlingPolicy is required"}},
-		"subscription policy": {"POST", admBase + "/throttling/policies/subscription", "admin-token", policyBody("P1"),
+			`{"apiId":"` + api.ID + `"}`,
+			[]string{"applicationId is required", "throttlingPolicy is required"},
+		},
+		"subscription policy": {
+			"POST", admBase + "/throttling/policies/subscription", "admin-token", policyBody("P1"),
 			`{"displayName":"x","defaultLimit":{"type":"REQUESTCOUNTLIMIT","requestCount":{"timeUnit":"min"}}}`,
-			[]string{"policyName is required", "unitTime"}},
-		"application policy": {"POST", admBase + "/throttling/policies/application", "admin-token",
+			[]string{"policyName is required", "unitTime"},
+		},
+		"application policy": {
+			"POST", admBase + "/throttling/policies/application", "admin-token",
 			map[string]any{"policyName": "A1", "defaultLimit": map[string]any{"type": "REQUESTCOUNTLIMIT", "requestCount": map[string]any{"timeUnit": "min", "unitTime": 1, "requestCount": 5}}},
-			`{"policyName":"A2"}`, []string{"defaultLimit is required"}},
+			`{"policyName":"A2"}`,
+			[]string{"defaultLimit is required"},
+		},
 	}
 	for name, ep := range endpoints {
 		t.Run(name, func(t *testing.T) {
@@ -657,18 +690,29 @@ func TestAuth(t *testing.T) {
 	e := newEnv(t, 0)
 	api := e.publish()
 	routes := []struct{ method, path string }{
-		{"GET", pubBase + "/apis"}, {"POST", pubBase + "/apis"}, {"POST", pubBase + "/apis/import-openapi"},
-		{"GET", pubBase + "/apis/" + api.ID}, {"PUT", pubBase + "/apis/" + api.ID}, {"DELETE", pubBase + "/apis/" + api.ID},
-		{"POST", pubBase + "/apis/" + api.ID + "/revisions"}, {"GET", pubBase + "/apis/" + api.ID + "/revisions"},
+		{"GET", pubBase + "/apis"},
+		{"POST", pubBase + "/apis"},
+		{"POST", pubBase + "/apis/import-openapi"},
+		{"GET", pubBase + "/apis/" + api.ID},
+		{"PUT", pubBase + "/apis/" + api.ID},
+		{"DELETE", pubBase + "/apis/" + api.ID},
+		{"POST", pubBase + "/apis/" + api.ID + "/revisions"},
+		{"GET", pubBase + "/apis/" + api.ID + "/revisions"},
 		{"POST", pubBase + "/apis/" + api.ID + "/deploy-revision?revisionId=x"},
 		{"POST", pubBase + "/apis/" + api.ID + "/undeploy-revision?revisionId=x"},
 		{"POST", pubBase + "/apis/change-lifecycle?apiId=" + api.ID + "&action=Block"},
-		{"POST", devBase + "/applications"}, {"GET", devBase + "/applications"},
-		{"GET", devBase + "/applications/x"}, {"DELETE", devBase + "/applications/x"},
+		{"POST", devBase + "/applications"},
+		{"GET", devBase + "/applications"},
+		{"GET", devBase + "/applications/x"},
+		{"DELETE", devBase + "/applications/x"},
 		{"POST", devBase + "/applications/x/generate-keys"},
-		{"POST", devBase + "/subscriptions"}, {"GET", devBase + "/subscriptions?applicationId=x"}, {"DELETE", devBase + "/subscriptions/x"},
-		{"POST", admBase + "/throttling/policies/subscription"}, {"GET", admBase + "/throttling/policies/subscription"},
-		{"POST", admBase + "/throttling/policies/application"}, {"GET", admBase + "/throttling/policies/application"},
+		{"POST", devBase + "/subscriptions"},
+		{"GET", devBase + "/subscriptions?applicationId=x"},
+		{"DELETE", devBase + "/subscriptions/x"},
+		{"POST", admBase + "/throttling/policies/subscription"},
+		{"GET", admBase + "/throttling/policies/subscription"},
+		{"POST", admBase + "/throttling/policies/application"},
+		{"GET", admBase + "/throttling/policies/application"},
 	}
 	for _, rt := range routes {
 		r := e.call(rt.method, rt.path, "", `{}`)

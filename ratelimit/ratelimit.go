@@ -7,6 +7,7 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"math"
 	"strconv"
 	"time"
 
@@ -152,7 +153,10 @@ func (s *Server) count(idx *gwstate.Index, req *rlsv3.RateLimitRequest, d *ratel
 	}
 	hits := int64(req.GetHitsAddend())
 	if h := d.GetHitsAddend(); h != nil {
-		hits = int64(h.GetValue())
+		// A descriptor's addend is a uint64: cap it at the request-level
+		// addend's range so that it can neither wrap negative (and give
+		// quota back) nor overflow the counter.
+		hits = int64(min(h.GetValue(), math.MaxUint32))
 	} else if hits == 0 {
 		hits = 1
 	}
@@ -189,7 +193,7 @@ var units = map[string]rlsv3.RateLimitResponse_RateLimit_Unit{
 func currentLimit(p *model.Policy) *rlsv3.RateLimitResponse_RateLimit {
 	l := &rlsv3.RateLimitResponse_RateLimit{
 		Name:            p.Name,
-		RequestsPerUnit: uint32(min(p.RequestCount, int64(^uint32(0)))),
+		RequestsPerUnit: uint32(min(max(p.RequestCount, 0), int64(^uint32(0)))),
 		Unit:            units[p.TimeUnit],
 	}
 	if p.UnitTime > 1 {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net"
 	"testing"
 	"time"
@@ -69,13 +70,13 @@ func TestLimitThreePerMinute(t *testing.T) {
 	now := t0
 	s := newServer(t, &now)
 	limit := &rlsv3.RateLimitResponse_RateLimit{Name: "Three", RequestsPerUnit: 3, Unit: rlsv3.RateLimitResponse_RateLimit_MINUTE}
-	for i := range 3 {
+	for i := range uint32(3) {
 		got := call(t, s, rlReq("sub-1", "Three"))
 		want := &rlsv3.RateLimitResponse{
 			OverallCode: rlsv3.RateLimitResponse_OK,
 			Statuses: []*rlsv3.RateLimitResponse_DescriptorStatus{{
 				Code: rlsv3.RateLimitResponse_OK, CurrentLimit: limit,
-				LimitRemaining: uint32(2 - i), DurationUntilReset: durationpb.New(40 * time.Second),
+				LimitRemaining: 2 - i, DurationUntilReset: durationpb.New(40 * time.Second),
 			}},
 		}
 		if d := cmp.Diff(want, got, protocmp.Transform()); d != "" {
@@ -169,6 +170,17 @@ func TestHitsAddend(t *testing.T) {
 	req.Descriptors[0].HitsAddend = wrapperspb.UInt64(6)
 	if got := call(t, s, req); got.GetOverallCode() != rlsv3.RateLimitResponse_OK || got.GetStatuses()[0].GetLimitRemaining() != 2 {
 		t.Fatalf("after giving back 6: %v", got)
+	}
+	// An addend past int64's range counts as a very large one: it must not
+	// wrap around into a negative one and give quota back.
+	huge := rlReq("sub-2", "Three")
+	huge.Descriptors[0].HitsAddend = wrapperspb.UInt64(math.MaxUint64)
+	if got := call(t, s, huge); got.GetOverallCode() != rlsv3.RateLimitResponse_OVER_LIMIT {
+		t.Fatalf("after 2^64-1 hits: %v", got)
+	}
+	huge.Descriptors[0].HitsAddend = nil
+	if got := call(t, s, huge); got.GetOverallCode() != rlsv3.RateLimitResponse_OVER_LIMIT {
+		t.Fatalf("one more hit after 2^64-1: %v", got)
 	}
 }
 

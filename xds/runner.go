@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"reflect"
 	"strconv"
 	"time"
 
@@ -16,14 +17,20 @@ import (
 // deployment source failed.
 const retryDelay = time.Second
 
-// run builds every environment once, calls ready, then rebuilds on
-// notifications: the first one starts a hold-off that each further one
-// restarts, and the rebuild happens when the hold-off ends or MaxDelay after
-// the first, whichever is sooner. It returns nil when ctx is done, or the
-// error of the gRPC server.
+// run builds every environment once, then rebuilds on notifications: the
+// first one starts a hold-off that each further one restarts, and the rebuild
+// happens when the hold-off ends or MaxDelay after the first, whichever is
+// sooner. After the first rebuild in which every environment has a snapshot
+// it marks the server ready and calls ready. It returns nil when ctx is done,
+// or the error of the gRPC server.
 func (s *Server) run(ctx context.Context, ready func(), serveErr <-chan error) error {
-	s.rebuild(ctx)
-	ready()
+	rebuild := func() {
+		if s.rebuild(ctx) && !s.ready.Swap(true) {
+			s.log.Info().Msg("xds: every environment has a snapshot; ready")
+			ready()
+		}
+	}
+	rebuild()
 	var hold, deadline <-chan time.Time
 	for {
 		select {
@@ -41,25 +48,26 @@ func (s *Server) run(ctx context.Context, ready func(), serveErr <-chan error) e
 		case <-deadline:
 		}
 		hold, deadline = nil, nil
-		s.rebuild(ctx)
+		rebuild()
 	}
 }
 
 // rebuild translates every environment and sets the snapshots that changed.
 // A failed environment keeps its last good snapshot; a failure to load
-// schedules another attempt.
-func (s *Server) rebuild(ctx context.Context) {
+// schedules another attempt. It reports whether every environment now has a
+// snapshot in the cache.
+func (s *Server) rebuild(ctx context.Context) bool {
 	lctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	envs, err := s.cfg.Source.Environments(lctx)
 	cancel()
 	if err != nil {
 		s.log.Error().Err(err).Msg("xds: load environments; retrying")
 		time.AfterFunc(retryDelay, s.Notify)
-		return
+		return false
 	}
 	for _, env := range envs {
 		if ctx.Err() != nil {
-			return
+			return false
 		}
 		version, err := s.rebuildEnvironment(ctx, env)
 		s.mu.Lock()
@@ -81,6 +89,14 @@ func (s *Server) rebuild(ctx context.Context) {
 			s.log.Info().Str("environment", env).Str("version", version).Msg("xds: snapshot set")
 		}
 	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, env := range envs {
+		if e := s.envs[env]; e == nil || e.version == "" {
+			return false
+		}
+	}
+	return true
 }
 
 var errLoad = errors.New("load deployments")
@@ -88,6 +104,18 @@ var errLoad = errors.New("load deployments")
 // rebuildEnvironment loads, translates and, if the content changed, sets the
 // snapshot of one environment. It returns the new version, or "" if nothing
 // changed.
+//
+// Whether the content changed is decided in two steps. Translate is pure, so
+// an input equal to the one the serving snapshot was built from gives that
+// snapshot again: it is neither translated nor hashed. That is the common
+// case, since every change rebuilds every environment, and comparing the
+// input costs a few percent of translating and hashing it (BenchmarkRebuild).
+// An input that differs is translated and its content hashed, because
+// different input often gives the same resources (a redeployed revision, an
+// edited description, CREATED to PUBLISHED) and a new version would make
+// every Envoy of the environment fetch and rebuild all its routes and
+// clusters. Generations alone cannot tell: a lifecycle change does not
+// change the deployment's generation, yet blocks or retires the API.
 func (s *Server) rebuildEnvironment(ctx context.Context, env string) (string, error) {
 	lctx, cancel := context.WithTimeout(ctx, s.cfg.Timeout)
 	ds, err := s.cfg.Source.Deployments(lctx, env)
@@ -95,7 +123,7 @@ func (s *Server) rebuildEnvironment(ctx context.Context, env string) (string, er
 	if err != nil {
 		return "", fmt.Errorf("%w of environment %s: %w", errLoad, env, err)
 	}
-	res, err := Translate(Input{
+	in := Input{
 		Environment:       env,
 		Deployments:       ds,
 		ListenerAddress:   s.cfg.ListenerAddress,
@@ -103,7 +131,18 @@ func (s *Server) rebuildEnvironment(ctx context.Context, env string) (string, er
 		Sidecar:           s.cfg.Sidecar,
 		RateLimitFailOpen: s.cfg.RateLimitFailOpen,
 		UpstreamCAFile:    s.cfg.UpstreamCAFile,
-	})
+	}
+	var serving envState
+	s.mu.Lock()
+	if e := s.envs[env]; e != nil {
+		serving = *e
+	}
+	s.mu.Unlock()
+	if serving.version != "" && reflect.DeepEqual(in, serving.input) {
+		return "", nil
+	}
+
+	res, err := Translate(in)
 	if err != nil {
 		return "", fmt.Errorf("translate environment %s: %w", env, err)
 	}
@@ -111,13 +150,14 @@ func (s *Server) rebuildEnvironment(ctx context.Context, env string) (string, er
 	if err != nil {
 		return "", fmt.Errorf("environment %s: %w", env, err)
 	}
-
-	s.mu.Lock()
-	e := s.envs[env]
-	if e != nil && e.version != "" && e.hash == hash {
+	if serving.version != "" && serving.hash == hash {
+		s.mu.Lock()
+		s.envs[env].input = in
 		s.mu.Unlock()
 		return "", nil
 	}
+
+	s.mu.Lock()
 	s.version++
 	version := strconv.FormatUint(s.version, 10)
 	s.mu.Unlock()
@@ -130,11 +170,12 @@ func (s *Server) rebuildEnvironment(ctx context.Context, env string) (string, er
 		return "", fmt.Errorf("set snapshot of environment %s: %w", env, err)
 	}
 	s.mu.Lock()
-	if e = s.envs[env]; e == nil {
+	e := s.envs[env]
+	if e == nil {
 		e = &envState{}
 		s.envs[env] = e
 	}
-	e.version, e.hash = version, hash
+	e.version, e.hash, e.input = version, hash, in
 	s.mu.Unlock()
 	return version, nil
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -25,7 +26,9 @@ import (
 
 // DeploymentSource loads what is deployed; the store implements it.
 type DeploymentSource interface {
-	// Deployments returns every deployment of one gateway environment.
+	// Deployments returns every deployment of one gateway environment. The
+	// server keeps what it returns and compares it with the next load, so
+	// the source must not modify it afterwards.
 	Deployments(ctx context.Context, environment string) ([]model.Deployment, error)
 	// Environments returns the names of every gateway environment.
 	Environments(ctx context.Context) ([]string, error)
@@ -57,6 +60,9 @@ type Server struct {
 	log   zerolog.Logger
 	cache cachev3.SnapshotCache
 	dirty chan struct{}
+	// ready is set once every environment has had a snapshot set; gRPC
+	// health reports SERVING from then on.
+	ready atomic.Bool
 
 	mu      sync.Mutex
 	version uint64                  // the last snapshot version handed out
@@ -66,8 +72,9 @@ type Server struct {
 }
 
 type envState struct {
-	version string
-	hash    [32]byte
+	version string   // of the snapshot set in the cache; "" before the first
+	hash    [32]byte // of that snapshot's resources
+	input   Input    // the last translated input whose content that snapshot has
 	lastErr error
 }
 
@@ -162,6 +169,7 @@ func (s *Server) Start(ctx context.Context) error {
 	go func() { serveErr <- grpcServer.Serve(lis) }()
 	s.log.Info().Str("address", lis.Addr().String()).Msg("xds server listening")
 
+	// NOT_SERVING until Ready.
 	err := s.run(ctx, func() { healthServer.SetServingStatus("", healthpb.HealthCheckResponse_SERVING) }, serveErr)
 
 	healthServer.Shutdown()
@@ -174,6 +182,13 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	return err
 }
+
+// Ready reports whether the first build of every environment has succeeded
+// and been set in the snapshot cache, so that any Envoy that connects gets
+// its configuration. It stays true afterwards: a failed rebuild keeps serving
+// the last good snapshot, and an environment added later does not make the
+// server unready. gRPC health turns SERVING at the same moment.
+func (s *Server) Ready() bool { return s.ready.Load() }
 
 // Notify marks the deployments as changed; it never blocks.
 func (s *Server) Notify() {

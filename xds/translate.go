@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"hash/fnv"
 	"maps"
-	"net"
 	"net/netip"
 	"net/url"
 	"regexp"
@@ -94,6 +93,9 @@ const (
 // notFoundBody is WSO2's body for a request that matches no API resource.
 const notFoundBody = `{"code":"900906","message":"No matching resource found for given API Request","description":"The requested resource is not available."}`
 
+// blockedBody is WSO2's body for a call to a BLOCKED API.
+const blockedBody = `{"code":"700700","message":"API blocked","description":"This API has been blocked temporarily. Please try again later or contact the system administrators."}`
+
 // noProductionBody answers a request that ext_authz let through to an API
 // without a production endpoint; the sidecar normally denies it first.
 const noProductionBody = `{"code":"900908","message":"Resource forbidden","description":"The API has no production endpoint"}`
@@ -145,6 +147,10 @@ func (r Resources) Snapshot(version string) (*cachev3.Snapshot, error) {
 // Translate turns the deployments of one environment into Envoy resources.
 // It is pure: no I/O, no clock. Every problem is reported, each naming its API.
 //
+// An API's lifecycle status decides how it is served: a RETIRED API has no
+// routes (its paths get the 404 of any unknown path), a BLOCKED API answers
+// WSO2's 503 on each of its resources, and every other status is served.
+//
 // Every input that ends up in a resource is checked here (the model's
 // Validate, endpoint URLs, vhosts, UTF-8), so that an invalid one names its
 // API; the resources built from checked input are valid by construction,
@@ -181,6 +187,10 @@ func Translate(in Input) (Resources, error) {
 	seenAPI := make(map[string]bool, len(in.Deployments))
 	seenBase := make(map[vhostPath]string, len(in.Deployments)) // → API id
 	for _, d := range in.Deployments {
+		if d.API.Status == model.StatusRetired {
+			// Not served at all: its paths get the 404 of any unknown path.
+			continue
+		}
 		routes, err := t.deployment(d)
 		if err != nil {
 			errs = append(errs, err)
@@ -240,6 +250,8 @@ type translator struct {
 	routeTimeout *durationpb.Duration
 	rateLimits   []*routev3.RateLimit
 	noProduction *routev3.Route_DirectResponse
+	blocked      *routev3.Route_DirectResponse
+	noAuthz      map[string]*anypb.Any // typed_per_filter_config that disables ext_authz
 	jsonHeader   []*corev3.HeaderValueOption
 	headers      map[headerKey][]*routev3.HeaderMatcher
 }
@@ -261,6 +273,13 @@ func newTranslator(in Input) *translator {
 			Status: 403,
 			Body:   &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: noProductionBody}},
 		}},
+		blocked: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
+			Status: 503,
+			Body:   &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: blockedBody}},
+		}},
+		noAuthz: map[string]*anypb.Any{wellknown.HTTPExternalAuthorization: toAny(&extauthzv3.ExtAuthzPerRoute{
+			Override: &extauthzv3.ExtAuthzPerRoute_Disabled{Disabled: true},
+		})},
 		jsonHeader: []*corev3.HeaderValueOption{{
 			Header:       &corev3.HeaderValue{Key: "content-type", Value: "application/json"},
 			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
@@ -288,8 +307,15 @@ func (t *translator) deployment(d model.Deployment) ([]routeEntry, error) {
 	if err := errors.Join(api.Validate(), checkUTF8(d)); err != nil {
 		return nil, fmt.Errorf("api %s: %w", apiName(api), err)
 	}
-	if err := validVHost(d.VHost); err != nil {
+	if err := model.ValidateVHost(d.VHost); err != nil {
 		return nil, fmt.Errorf("api %s: vhost %w", apiName(api), err)
+	}
+	switch api.Status {
+	case "", model.StatusCreated, model.StatusPrototyped, model.StatusPublished, model.StatusDeprecated:
+	case model.StatusBlocked:
+		return t.blockedRoutes(api), nil
+	default: // RETIRED never gets here
+		return nil, fmt.Errorf("api %s: lifeCycleStatus %w: %q", apiName(api), model.ErrUnknownValue, api.Status)
 	}
 	prod, err := t.backend(api.Production)
 	if err != nil {
@@ -341,6 +367,21 @@ func (t *translator) deployment(d model.Deployment) ([]routeEntry, error) {
 		out = append(out, routeEntry{segs: segs, verb: op.Verb, apiID: api.ID, route: r})
 	}
 	return out, nil
+}
+
+// blockedRoutes are the routes of a BLOCKED API: every operation answers
+// WSO2's 503 itself, with ext_authz disabled (a blocked API answers the same
+// with or without a credential) and without rate limits. No backend is
+// reached, so none gets a cluster, and no sandbox twin is needed.
+func (t *translator) blockedRoutes(api model.API) []routeEntry {
+	base := api.BasePath()
+	out := make([]routeEntry, 0, len(api.Operations))
+	for _, op := range api.Operations {
+		r := t.route(api.ID+":"+op.Key(), PathRegex(base, op.Target), op.Verb, false, t.noAuthz)
+		r.Action, r.ResponseHeadersToAdd = t.blocked, t.jsonHeader
+		out = append(out, routeEntry{segs: templateSegments(base + op.Target), verb: op.Verb, apiID: api.ID, route: r})
+	}
+	return out
 }
 
 // checkUTF8 reports the strings of d that are not valid UTF-8. Every one of
@@ -580,7 +621,7 @@ func ClusterName(scheme, host string, port uint32) string {
 	name := scheme + "_" + safe + "_" + strconv.FormatUint(uint64(port), 10)
 	if safe != host {
 		h := fnv.New32a()
-		h.Write([]byte(host))
+		_, _ = h.Write([]byte(host)) // a hash.Hash never fails to write
 		name += fmt.Sprintf("_%08x", h.Sum32())
 	}
 	return name
@@ -843,18 +884,6 @@ func vhostOf(d model.Deployment) string {
 		return defaultVHost
 	}
 	return strings.ToLower(d.VHost)
-}
-
-// validVHost accepts an empty vhost or a host name or IP address without port.
-func validVHost(v string) error {
-	if v == "" {
-		return nil
-	}
-	control := func(r rune) bool { return r < ' ' || r == 0x7f }
-	if _, _, err := net.SplitHostPort(v); err == nil || strings.ContainsAny(v, "/ *?#@[]") || strings.ContainsFunc(v, control) {
-		return fmt.Errorf("%w: %q must be a host name without port", model.ErrInvalid, v)
-	}
-	return nil
 }
 
 func apiName(a model.API) string {

@@ -26,6 +26,7 @@ import (
 	"github.com/apim-dev/apim/internal/config"
 	"github.com/apim-dev/apim/internal/events"
 	"github.com/apim-dev/apim/internal/gwstate"
+	"github.com/apim-dev/apim/internal/logging"
 	"github.com/apim-dev/apim/internal/migrate"
 	"github.com/apim-dev/apim/internal/model"
 	"github.com/apim-dev/apim/internal/pgcluster"
@@ -41,6 +42,7 @@ import (
 type databases struct {
 	apim, shared *pgxpool.Pool
 	cluster      *pgcluster.Cluster
+	log          zerolog.Logger
 }
 
 func (d *databases) close() {
@@ -53,21 +55,23 @@ func (d *databases) close() {
 	if d.cluster != nil {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
-		d.cluster.Stop(ctx)
+		if err := d.cluster.Stop(ctx); err != nil {
+			d.log.Error().Err(err).Msg("stop the private PostgreSQL cluster")
+		}
 	}
 }
 
 // openDatabases connects to the configured databases, or starts the private
 // cluster when none is configured, and applies the migrations.
 func openDatabases(ctx context.Context, cfg config.Config, root zerolog.Logger) (*databases, error) {
-	d := &databases{}
+	d := &databases{log: logging.Component(root, "postgres")}
 	apimURL, sharedURL := cfg.Database.APIMURL, cfg.Database.SharedURL
 	if apimURL == "" {
 		dir, err := filepath.Abs(filepath.Join(cfg.DataDir, "postgres"))
 		if err != nil {
 			return nil, fmt.Errorf("data_dir: %w", err)
 		}
-		c, err := pgcluster.Start(ctx, pgcluster.Config{Dir: dir, Port: cfg.Database.PrivatePort, Logger: root.With().Str("component", "postgres").Logger()})
+		c, err := pgcluster.Start(ctx, pgcluster.Config{Dir: dir, Port: cfg.Database.PrivatePort, Logger: d.log})
 		if err != nil {
 			return nil, fmt.Errorf("start the private PostgreSQL cluster: %w", err)
 		}
@@ -212,7 +216,7 @@ func (s *system) controlPlaneParts(ctx context.Context) (*controlPlane, error) {
 	}
 	xdsSrv, err := xds.New(xds.Config{
 		Address: s.cfg.XDS.Address, Source: st,
-		ListenerPort:      uint32(s.cfg.Gateway.ListenerPort),
+		ListenerPort:      uint32(s.cfg.Gateway.ListenerPort), //nolint:gosec // G115: config.Validate keeps it in 1..65535
 		Sidecar:           xds.Upstream{Address: sidecarHost, Port: sidecarPort},
 		RateLimitFailOpen: s.cfg.Gateway.RateLimitFailOpen,
 		Logger:            s.log("xds"),
@@ -227,6 +231,7 @@ func (s *system) controlPlaneParts(ctx context.Context) (*controlPlane, error) {
 	if err := tail.Mark(ctx); err != nil {
 		return nil, err
 	}
+	s.ready.Add("xds", xdsSrv.Ready)
 	s.add(relay, xdsSrv, runner.Func(func(ctx context.Context) error {
 		return tail.Run(ctx, func(_ context.Context, ev events.Event) error {
 			if ev.Kind == events.KindDeployment || ev.Kind == events.KindAPI {

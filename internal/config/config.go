@@ -154,7 +154,7 @@ func LoadFile(name string, environ []string) (Config, error) {
 	if name == "" {
 		return Load(nil, environ)
 	}
-	f, err := os.Open(name)
+	f, err := os.Open(name) //nolint:gosec // G304: the config file the operator named
 	if err != nil {
 		return Default(), fmt.Errorf("config file: %w", err)
 	}

@@ -170,13 +170,14 @@ func (t *Tail) readPartition(ctx context.Context, partition int, offset int64, m
 			ErrorLogger:    kafkaLogger{log, zerolog.WarnLevel},
 		})
 		if err := r.SetOffset(offset); err != nil {
-			r.Close()
-			log.Error().Err(err).Int64("offset", offset).Msg("set reader offset")
+			log.Error().Err(errors.Join(err, r.Close())).Int64("offset", offset).Msg("set reader offset")
 			return
 		}
+		var readErr error
 		for {
 			m, err := r.ReadMessage(ctx)
 			if err != nil {
+				readErr = err
 				break
 			}
 			failures = 0
@@ -186,13 +187,15 @@ func (t *Tail) readPartition(ctx context.Context, partition int, offset int64, m
 			case <-ctx.Done():
 			}
 		}
-		r.Close()
+		if err := r.Close(); err != nil {
+			log.Debug().Err(err).Msg("close partition reader")
+		}
 		if ctx.Err() != nil {
 			return
 		}
 		failures++
 		d := backoff(failures)
-		log.Warn().Int64("offset", offset).Dur("retry_in", d).Msg("partition reader failed; restarting it")
+		log.Warn().Err(readErr).Int64("offset", offset).Dur("retry_in", d).Msg("partition reader failed; restarting it")
 		if !sleep(ctx, d) {
 			return
 		}

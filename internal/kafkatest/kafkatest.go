@@ -65,13 +65,17 @@ func StartApache(t testing.TB) (brokers []string) {
 		t.Fatal(err)
 	}
 	logPath := filepath.Join(dir, "kafka.log")
-	logFile, err := os.Create(logPath)
+	logFile, err := os.Create(logPath) //nolint:gosec // G304: a file in t.TempDir()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { logFile.Close() })
+	t.Cleanup(func() {
+		if err := logFile.Close(); err != nil {
+			t.Logf("kafkatest: close broker log: %v", err)
+		}
+	})
 	printLog := func() {
-		b, _ := os.ReadFile(logPath)
+		b, _ := os.ReadFile(logPath) //nolint:gosec // G304: a file in t.TempDir()
 		t.Logf("kafkatest: broker log (%s):\n%s", logPath, b)
 	}
 
@@ -79,7 +83,7 @@ func StartApache(t testing.TB) (brokers []string) {
 		all := append(append([]string{}, jvmFlags...),
 			"-Dlog4j.configuration=file:"+log4j,
 			"-cp", filepath.Join(libs.dir, "*"))
-		cmd := exec.CommandContext(ctx, "java", append(all, args...)...)
+		cmd := exec.CommandContext(ctx, "java", append(all, args...)...) //nolint:gosec // G204: our own JVM flags, class names and temp files
 		cmd.Stdout, cmd.Stderr = logFile, logFile
 		return cmd
 	}
@@ -136,7 +140,10 @@ func waitReady(ctx context.Context, addr string, exited <-chan error) error {
 		}
 		select {
 		case err := <-exited:
-			return fmt.Errorf("exited before it was ready: %v", err)
+			if err == nil {
+				err = errors.New("exit status 0")
+			}
+			return fmt.Errorf("exited before it was ready: %w", err)
 		case <-ctx.Done():
 			return fmt.Errorf("not ready after %s: %w", startTimeout, errors.Join(ctx.Err(), last))
 		case <-time.After(200 * time.Millisecond):
@@ -195,7 +202,7 @@ func resolveJars() (string, error) {
 	if err != nil {
 		return "", err
 	}
-	cmd := exec.Command(filepath.Join(root, "scripts", "kafka-jars.sh"))
+	cmd := exec.Command(filepath.Join(root, "scripts", "kafka-jars.sh")) //nolint:gosec // G204: the module's own script
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()

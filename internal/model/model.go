@@ -182,7 +182,7 @@ func ValidatePathTemplate(t string) error {
 		case strings.HasPrefix(s, "{") && strings.HasSuffix(s, "}"):
 			name := s[1 : len(s)-1]
 			if name == "" || strings.IndexFunc(name, func(r rune) bool {
-				return !(r == '_' || r == '-' || r == '.' || r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9')
+				return r != '_' && r != '-' && r != '.' && (r < 'a' || r > 'z') && (r < 'A' || r > 'Z') && (r < '0' || r > '9')
 			}) >= 0 {
 				return fmt.Errorf("%w: bad parameter %q in %q", ErrInvalid, s, t)
 			}

@@ -18,25 +18,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 )
 
-// Readiness collects the parts that must report ready before /readyz does.
+// Readiness collects the checks that must pass before /readyz does.
 type Readiness struct {
-	mu      sync.Mutex
-	pending map[string]bool
+	mu     sync.Mutex
+	checks map[string]func() bool
 }
 
-// NewReadiness returns a Readiness waiting for the named parts.
-func NewReadiness(parts ...string) *Readiness {
-	r := &Readiness{pending: map[string]bool{}}
-	for _, p := range parts {
-		r.pending[p] = true
-	}
-	return r
+// NewReadiness returns a Readiness with no checks: ready.
+func NewReadiness() *Readiness {
+	return &Readiness{checks: map[string]func() bool{}}
 }
 
-// Ready marks a part ready.
-func (r *Readiness) Ready(part string) {
+// Add makes /readyz wait until ready reports true.
+func (r *Readiness) Add(part string, ready func() bool) {
 	r.mu.Lock()
-	delete(r.pending, part)
+	r.checks[part] = ready
 	r.mu.Unlock()
 }
 
@@ -45,8 +41,10 @@ func (r *Readiness) Pending() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	var out []string
-	for p := range r.pending {
-		out = append(out, p)
+	for p, ready := range r.checks {
+		if !ready() {
+			out = append(out, p)
+		}
 	}
 	sort.Strings(out)
 	return out
@@ -63,14 +61,14 @@ func NewRegistry() *prometheus.Registry {
 func Handler(ready *Readiness, reg *prometheus.Registry) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) {
-		w.Write([]byte("ok\n"))
+		_, _ = w.Write([]byte("ok\n")) // a failed write means the client went away
 	})
 	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, _ *http.Request) {
 		if p := ready.Pending(); len(p) > 0 {
 			http.Error(w, "waiting for: "+strings.Join(p, ", "), http.StatusServiceUnavailable)
 			return
 		}
-		w.Write([]byte("ok\n"))
+		_, _ = w.Write([]byte("ok\n")) // a failed write means the client went away
 	})
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	return mux

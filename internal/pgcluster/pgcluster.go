@@ -76,15 +76,15 @@ func Start(ctx context.Context, cfg Config) (*Cluster, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("pgcluster: create %s: %w", dir, err)
 	}
-	if err := os.Chmod(dir, 0o700); err != nil {
+	if err := os.Chmod(dir, 0o700); err != nil { //nolint:gosec // G302: a directory, owner-only; it needs x to be entered
 		return nil, fmt.Errorf("pgcluster: chmod %s: %w", dir, err)
 	}
 	if c.runAs != "" {
 		if err := chownTo(dir, c.runAs); err != nil {
 			return nil, err
 		}
-		if err := exec.CommandContext(ctx, "runuser", "-u", c.runAs, "--", "test", "-w", dir).Run(); err != nil {
-			return nil, fmt.Errorf("pgcluster: user %s cannot write %s; every parent directory must let it through (mode o+x)", c.runAs, dir)
+		if err := exec.CommandContext(ctx, "runuser", "-u", c.runAs, "--", "test", "-w", dir).Run(); err != nil { //nolint:gosec // G204: our own arguments: the postgres user and the data dir
+			return nil, fmt.Errorf("pgcluster: user %s cannot write %s; every parent directory must let it through (mode o+x): %w", c.runAs, dir, err)
 		}
 	}
 
@@ -200,13 +200,14 @@ func (c *Cluster) pgctl(ctx context.Context, args ...string) error {
 	return nil
 }
 
-// command runs a server binary as the cluster's user.
+// command runs a server binary as the cluster's user. bin and args are this
+// package's own: a binary name under BinDir, the data dir and pg_ctl options.
 func (c *Cluster) command(ctx context.Context, bin string, args ...string) *exec.Cmd {
 	path := filepath.Join(BinDir, bin)
 	if c.runAs == "" {
-		return exec.CommandContext(ctx, path, args...)
+		return exec.CommandContext(ctx, path, args...) //nolint:gosec // G204: see above
 	}
-	return exec.CommandContext(ctx, "runuser", append([]string{"-u", c.runAs, "--", path}, args...)...)
+	return exec.CommandContext(ctx, "runuser", append([]string{"-u", c.runAs, "--", path}, args...)...) //nolint:gosec // G204: see above
 }
 
 func (c *Cluster) logTail() string {
@@ -223,7 +224,7 @@ func (c *Cluster) logTail() string {
 // runningPort reads the port from postmaster.pid, which a running (or
 // crashed) server leaves in its data directory.
 func runningPort(dir string) (int, bool) {
-	b, err := os.ReadFile(filepath.Join(dir, "postmaster.pid"))
+	b, err := os.ReadFile(filepath.Join(dir, "postmaster.pid")) //nolint:gosec // G304: the server's pid file in our data dir
 	if err != nil {
 		return 0, false
 	}

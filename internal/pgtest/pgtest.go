@@ -120,7 +120,7 @@ func (s *server) start() {
 		return
 	}
 	// The postgres user must get through dir to its data directory.
-	if err := os.Chmod(dir, 0o711); err != nil {
+	if err := os.Chmod(dir, 0o711); err != nil { //nolint:gosec // G302: a directory; others may traverse it, not list it
 		s.err = err
 		return
 	}
