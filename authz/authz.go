@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -63,6 +64,11 @@ const (
 	MetaClientID         = "client_id"
 	MetaSubscriptionID   = "subscription_id"
 	MetaSubscriptionTier = "subscription_tier"
+	// Set only when the level's tier limits; see tiers.
+	MetaApplicationTier = "application_tier"
+	MetaAPITier         = "api_tier"
+	MetaResource        = "resource"
+	MetaResourceTier    = "resource_tier"
 )
 
 // Config configures the ext_authz server.
@@ -175,6 +181,12 @@ func (s *Server) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, *denia
 	if apiID == "" {
 		return nil, s.deny[codeNoResource]
 	}
+	idx := s.state.Load()
+	if idx.Denials() {
+		if idx.DeniesAPI(ext[ExtAPIContext], ext[ExtAPIVersion]) || s.deniesIP(idx, attrs) {
+			return nil, s.deny[codeDenied]
+		}
+	}
 	if ext[ExtAuthType] == model.AuthNone {
 		return unsecuredResponse(apiID), nil
 	}
@@ -210,7 +222,6 @@ func (s *Server) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, *denia
 		return nil, s.deny[codeInvalid]
 	}
 
-	idx := s.state.Load()
 	km, ok := idx.KeyMapping(v.clientID)
 	if !ok {
 		return nil, s.deny[codeInvalid]
@@ -233,6 +244,9 @@ func (s *Server) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, *denia
 	default:
 		return nil, s.deny[codeInvalid]
 	}
+	if idx.Denials() && (idx.DeniesApplication(app) || idx.DeniesUser(v.subject)) {
+		return nil, s.deny[codeDenied]
+	}
 	sub, ok := idx.Subscription(app.ID, apiID)
 	if !ok {
 		return nil, s.deny[codeNoSubscription]
@@ -252,14 +266,43 @@ func (s *Server) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, *denia
 		return nil, s.deny[codeScope]
 	}
 	p, known := idx.Policy(model.LevelSubscription, sub.ThrottlingPolicy)
-	limited := !known || !p.Unlimited()
+	t := tiers{sub: !known || !p.Unlimited(), app: limiting(idx, model.LevelApplication, app.ThrottlingPolicy)}
+	if d, ok := idx.Deployment(apiID); ok && d.API.APIThrottlingPolicy != "" {
+		t.api = limiting(idx, model.LevelAPI, d.API.APIThrottlingPolicy)
+	}
+	if tier := ext[ExtTier]; tier != "" {
+		if t.res = limiting(idx, model.LevelAPI, tier); t.res != nil {
+			t.resource = ext[ExtResource]
+		}
+	}
 
-	if resp := v.memo(km, app, sub, limited); resp != nil {
+	if resp := v.memo(km, app, sub, t); resp != nil {
 		return resp, nil
 	}
-	m := &okMemo{km: km, app: app, sub: sub, limited: limited, resp: allowedResponse(v, km, app, sub, limited)}
+	m := &okMemo{km: km, app: app, sub: sub, tiers: t, resp: allowedResponse(v, km, app, sub, t)}
 	v.remember(m)
 	return m.resp, nil
+}
+
+// limiting returns the policy of a level by name if it limits; an unknown
+// or unlimited policy gives nil, so the level sends no rate-limit
+// descriptor.
+func limiting(idx *gwstate.Index, level, name string) *model.Policy {
+	p, ok := idx.Policy(level, name)
+	if !ok || p.Unlimited() {
+		return nil
+	}
+	return p
+}
+
+// deniesIP reports whether an IP deny policy blocks the request's
+// downstream address. The address is parsed only when such a policy is on.
+func (s *Server) deniesIP(idx *gwstate.Index, attrs *authv3.AttributeContext) bool {
+	if !idx.DeniesIPs() {
+		return false
+	}
+	addr, err := netip.ParseAddr(attrs.GetSource().GetAddress().GetSocketAddress().GetAddress())
+	return err == nil && idx.DeniesIP(addr)
 }
 
 // verify parses and verifies a token never seen before, whose SHA-256 is
@@ -376,7 +419,7 @@ func unsecuredResponse(apiID string) *authv3.CheckResponse {
 	}, false)
 }
 
-func allowedResponse(v *verified, km *model.KeyMapping, app *model.Application, sub *model.Subscription, limited bool) *authv3.CheckResponse {
+func allowedResponse(v *verified, km *model.KeyMapping, app *model.Application, sub *model.Subscription, t tiers) *authv3.CheckResponse {
 	meta := map[string]*structpb.Value{
 		MetaAPIID:           structpb.NewStringValue(sub.APIID),
 		MetaApplicationID:   structpb.NewStringValue(app.ID),
@@ -385,9 +428,19 @@ func allowedResponse(v *verified, km *model.KeyMapping, app *model.Application, 
 		MetaUser:            structpb.NewStringValue(v.subject),
 		MetaClientID:        structpb.NewStringValue(v.clientID),
 	}
-	if limited {
+	if t.sub {
 		meta[MetaSubscriptionID] = structpb.NewStringValue(sub.ID)
 		meta[MetaSubscriptionTier] = structpb.NewStringValue(sub.ThrottlingPolicy)
+	}
+	if t.app != nil {
+		meta[MetaApplicationTier] = structpb.NewStringValue(t.app.Name)
+	}
+	if t.api != nil {
+		meta[MetaAPITier] = structpb.NewStringValue(t.api.Name)
+	}
+	if t.res != nil {
+		meta[MetaResource] = structpb.NewStringValue(t.resource)
+		meta[MetaResourceTier] = structpb.NewStringValue(t.res.Name)
 	}
 	return okResponse(km.KeyType, meta, true)
 }
@@ -401,6 +454,7 @@ const (
 	codeNoSubscription = "900908"
 	codeInactive       = "900909"
 	codeScope          = "900910"
+	codeDenied         = "900805"
 )
 
 // denial is one prepared denied response; they are built once in New and
@@ -418,6 +472,14 @@ type denial struct {
 }
 
 var denials = []denial{
+	{
+		// WSO2 answers a blocking condition with 403 "Message blocked".
+		code:        codeDenied,
+		http:        typev3.StatusCode_Forbidden,
+		grpc:        codes.PermissionDenied,
+		message:     "Message blocked",
+		description: "You have been blocked from accessing the resource",
+	},
 	{
 		code:        codeMissing,
 		http:        typev3.StatusCode_Unauthorized,

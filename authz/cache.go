@@ -40,16 +40,16 @@ type okMemos struct {
 	m [maxOKMemos]*okMemo
 }
 
-// memo returns the allowed response for sub's API if it was built from
-// exactly these index entries.
-func (v *verified) memo(km *model.KeyMapping, app *model.Application, sub *model.Subscription, limited bool) *authv3.CheckResponse {
+// memo returns the allowed response for sub's API (and resource, when it
+// has a limited tier) if it was built from exactly these index entries.
+func (v *verified) memo(km *model.KeyMapping, app *model.Application, sub *model.Subscription, t tiers) *authv3.CheckResponse {
 	ms := v.ok.Load()
 	if ms == nil {
 		return nil
 	}
 	for _, m := range ms.m[:ms.n] {
-		if m.sub == sub {
-			if m.km == km && m.app == app && m.limited == limited {
+		if m.sub == sub && m.tiers.resource == t.resource {
+			if m.km == km && m.app == app && m.tiers == t {
 				return m.resp
 			}
 			return nil
@@ -59,15 +59,16 @@ func (v *verified) memo(km *model.KeyMapping, app *model.Application, sub *model
 }
 
 // remember adds m to the token's memos, replacing the one for the same API
-// (built from entries since replaced) and, when full, the oldest.
+// and resource (built from entries since replaced) and, when full, the
+// oldest.
 func (v *verified) remember(m *okMemo) {
-	api := m.sub.APIID
+	api, res := m.sub.APIID, m.tiers.resource
 	for range 4 { // a lost race only costs a rebuild later
 		old := v.ok.Load()
 		next := &okMemos{}
 		if old != nil {
 			for _, e := range old.m[:old.n] {
-				if e.sub.APIID != api {
+				if e.sub.APIID != api || e.tiers.resource != res {
 					next.m[next.n] = e
 					next.n++
 				}
@@ -89,11 +90,21 @@ func (v *verified) remember(m *okMemo) {
 // of one gwstate index. Proto messages are safe to marshal concurrently, so
 // one response can answer many requests.
 type okMemo struct {
-	km      *model.KeyMapping
-	app     *model.Application
-	sub     *model.Subscription
-	limited bool
-	resp    *authv3.CheckResponse
+	km    *model.KeyMapping
+	app   *model.Application
+	sub   *model.Subscription
+	tiers tiers
+	resp  *authv3.CheckResponse
+}
+
+// tiers are the limited throttling tiers of a request, which decide the
+// rate-limit metadata: nil for a level that does not limit.
+type tiers struct {
+	sub      bool          // the subscription tier limits (or is unknown)
+	app      *model.Policy // application level
+	api      *model.Policy // API level (advanced)
+	res      *model.Policy // resource level (advanced)
+	resource string        // the resource, when res is set
 }
 
 type tokenKey [sha256.Size]byte

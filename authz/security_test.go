@@ -257,13 +257,13 @@ func TestMemosBounded(t *testing.T) {
 		}
 		seen[m.sub.APIID] = true
 	}
-	if v.memo(nil, nil, subs[0], false) != nil {
+	if v.memo(nil, nil, subs[0], tiers{}) != nil {
 		t.Error("oldest memo kept")
 	}
-	if v.memo(nil, nil, subs[len(subs)-2], false) == nil {
+	if v.memo(nil, nil, subs[len(subs)-2], tiers{}) == nil {
 		t.Error("a recent memo dropped")
 	}
-	if v.memo(nil, nil, subs[len(subs)-1], false) != nil || v.memo(nil, nil, resub, false) == nil {
+	if v.memo(nil, nil, subs[len(subs)-1], tiers{}) != nil || v.memo(nil, nil, resub, tiers{}) == nil {
 		t.Error("a replaced subscription's memo still answers")
 	}
 }

@@ -67,6 +67,7 @@ type env struct {
 	procs     []*proc
 	adminPass string
 	gwConfig  *apimConfig // the gateway profile's config, in a split env
+	opsURL    string      // http://127.0.0.1:port of the all-in-one's /metrics
 }
 
 // proc is a child process whose output is kept for the failure report.
@@ -166,6 +167,7 @@ func start(t testing.TB, brokers []string) *env {
 		GatewayPort: freePort(t), PGPort: freePort(t), KafkaPort: freePort(t),
 	}
 	c.IssuerPort = c.HTTPPort
+	e.opsURL = fmt.Sprintf("http://127.0.0.1:%d", c.OpsPort)
 	cfgFile := e.runAPIM("apim", c)
 	e.trust(filepath.Join(e.dataDir, "tls", "server.crt"), c)
 	e.startEnvoy(cfgFile)

@@ -83,19 +83,7 @@ func (p *Portal) importOpenAPI(w http.ResponseWriter, r *http.Request) {
 		in.Description = doc.Info.Description
 	}
 	in.Operations = operationsOf(doc)
-	api, problems := in.toModel()
-	if len(problems) > 0 {
-		badRequest(w, problems)
-		return
-	}
-	api.Provider = subject(r)
-	created, err := p.store.CreateAPI(r.Context(), api)
-	if err != nil {
-		p.fail(w, r, err)
-		return
-	}
-	w.Header().Set("Location", PublisherBase+"/apis/"+created.ID)
-	writeJSON(w, http.StatusCreated, toAPIDTO(created))
+	p.create(w, r, in)
 }
 
 // parseOpenAPI parses and validates an OpenAPI 3 (JSON or YAML) or Swagger

@@ -660,7 +660,7 @@ func TestAdminPolicies(t *testing.T) {
 		}
 	}
 	e.must(e.call("POST", admBase+"/throttling/policies/subscription", "admin-token", policyBody("Platinum")), 201, &pol)
-	if pol.PolicyID != "Platinum" || pol.DefaultLimit.RequestCount.RequestCount != 100 || pol.DefaultLimit.Type != "REQUESTCOUNTLIMIT" {
+	if pol.PolicyID == "" || pol.PolicyID == "Platinum" || pol.DefaultLimit.RequestCount.RequestCount != 100 || pol.DefaultLimit.Type != "REQUESTCOUNTLIMIT" {
 		t.Errorf("policy %+v", pol)
 	}
 	if got := e.outbox() - n; got != 1 {
@@ -860,4 +860,69 @@ func TestImportOpenAPI(t *testing.T) {
 	e.rejects(415, func() resp {
 		return e.call("POST", pubBase+"/apis/import-openapi", "admin-token", `{}`)
 	}, "multipart/form-data")
+}
+
+func TestThrottlingPoliciesAdmin(t *testing.T) {
+	e := newEnv(t, 0)
+	limit := map[string]any{"type": "REQUESTCOUNTLIMIT", "requestCount": map[string]any{"timeUnit": "month", "unitTime": 1, "requestCount": 10}}
+	var adv struct {
+		PolicyID, PolicyName string
+		ConditionalGroups    []any
+	}
+	e.must(e.call("POST", admBase+"/throttling/policies/advanced", "admin-token", map[string]any{
+		"policyName": "Adv", "defaultLimit": limit,
+		"conditionalGroups": []any{map[string]any{
+			"conditions": []any{map[string]any{"type": "IPCONDITION", "invertCondition": true, "ipCondition": map[string]any{"ipConditionType": "IPRANGE", "startingIP": "10.0.0.1", "endingIP": "10.0.0.9"}}},
+			"limit":      limit,
+		}},
+	}), 201, &adv)
+	if adv.PolicyID == "" || len(adv.ConditionalGroups) != 1 {
+		t.Fatalf("advanced policy %+v", adv)
+	}
+	var list struct{ Count int }
+	e.must(e.call("GET", admBase+"/throttling/policies/advanced", "viewer-token", nil), 200, &list)
+	if list.Count != 5 { // WSO2's 50KPerMin, 20KPerMin, 10KPerMin, Unlimited and Adv
+		t.Errorf("%d advanced policies", list.Count)
+	}
+	e.must(e.call("GET", admBase+"/throttling/policies/advanced/"+adv.PolicyID, "viewer-token", nil), 200, nil)
+	e.must(e.call("PUT", admBase+"/throttling/policies/advanced/"+adv.PolicyID, "admin-token", map[string]any{"policyName": "Adv", "defaultLimit": limit}), 200, nil)
+	e.must(e.call("DELETE", admBase+"/throttling/policies/advanced/"+adv.PolicyID, "admin-token", nil), 200, nil)
+	e.must(e.call("GET", admBase+"/throttling/policies/advanced/"+adv.PolicyID, "viewer-token", nil), 404, nil)
+
+	n := e.outbox()
+	e.rejects(400, func() resp {
+		return e.call("POST", admBase+"/throttling/policies/custom", "admin-token", map[string]any{
+			"policyName": "C", "keyTemplate": "$userId", "siddhiQuery": "user ==", "defaultLimit": limit,
+		})
+	}, "siddhiQuery is invalid: CEL:")
+	e.rejects(400, func() resp {
+		return e.call("POST", admBase+"/throttling/policies/subscription", "admin-token", map[string]any{
+			"policyName": "S", "defaultLimit": limit, "rateLimitCount": 5, "rateLimitTimeUnit": "hour",
+		})
+	}, "rateLimitTimeUnit")
+	if got := e.outbox() - n; got != 0 {
+		t.Errorf("rejected writes wrote %d outbox rows", got)
+	}
+	e.must(e.call("POST", admBase+"/throttling/policies/custom", "admin-token", map[string]any{
+		"policyName": "C", "keyTemplate": "$userId:$apiContext", "siddhiQuery": `user == "admin"`, "defaultLimit": limit,
+	}), 201, nil)
+
+	var deny struct {
+		ConditionID     string
+		ConditionStatus bool
+	}
+	e.must(e.call("POST", admBase+"/throttling/deny-policies", "admin-token", map[string]any{
+		"conditionType": "IPRANGE", "conditionValue": map[string]any{"startingIp": "10.0.0.1", "endingIp": "10.0.0.9", "invert": false},
+	}), 201, &deny)
+	if !deny.ConditionStatus {
+		t.Error("a new deny policy is on by default")
+	}
+	e.must(e.call("PATCH", admBase+"/throttling/deny-policies/"+deny.ConditionID, "admin-token", map[string]any{"conditionStatus": false}), 200, &deny)
+	if deny.ConditionStatus {
+		t.Error("PATCH did not switch it off")
+	}
+	e.rejects(400, func() resp {
+		return e.call("POST", admBase+"/throttling/deny-policies", "admin-token", map[string]any{"conditionType": "IP", "conditionValue": map[string]any{"fixedIp": "10.0.0"}})
+	}, "conditionValue.fixedIp")
+	e.must(e.call("DELETE", admBase+"/throttling/deny-policies/"+deny.ConditionID, "admin-token", nil), 200, nil)
 }

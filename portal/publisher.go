@@ -235,6 +235,11 @@ func (p *Portal) createAPI(w http.ResponseWriter, r *http.Request) {
 	if !p.decodeJSON(w, r, &in) {
 		return
 	}
+	p.create(w, r, in)
+}
+
+// create validates in and stores it as a new API owned by the caller.
+func (p *Portal) create(w http.ResponseWriter, r *http.Request, in apiDTO) {
 	api, problems := in.toModel()
 	if len(problems) > 0 {
 		badRequest(w, problems)

@@ -13,8 +13,12 @@ const (
 	sweepEvery = int64(time.Second)
 )
 
+// windowKey names one counter: what it counts (kind), the counted entity
+// (a, and b where the key has two parts, such as application and user), and
+// the window.
 type windowKey struct {
-	sub   string
+	kind  byte
+	a, b  string
 	start int64 // window start, unix nanoseconds
 }
 
@@ -46,11 +50,11 @@ func newCounters() *counters {
 	return c
 }
 
-// add adds hits to the count of sub's window [start, end) and returns the
-// new count.
-func (c *counters) add(sub string, start, end, hits, now int64) int64 {
-	sh := &c.shards[maphash.String(c.seed, sub)%counterShards]
-	k := windowKey{sub, start}
+// add adds hits to the count of the window [start, end) of (kind, a, b)
+// and returns the new count.
+func (c *counters) add(kind byte, a, b string, start, end, hits, now int64) int64 {
+	sh := &c.shards[(maphash.String(c.seed, a)+maphash.String(c.seed, b)+uint64(kind))%counterShards]
+	k := windowKey{kind, a, b, start}
 	sh.mu.RLock()
 	ct := sh.m[k]
 	sh.mu.RUnlock()

@@ -7,6 +7,7 @@ package ratelimit
 import (
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"strconv"
 	"time"
@@ -14,6 +15,7 @@ import (
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
@@ -28,10 +30,37 @@ import (
 const Domain = "apim"
 
 // Descriptor entry keys, as the routes' rate_limits set them from ext_authz
-// dynamic metadata.
+// dynamic metadata. The first entry of a descriptor names its level.
 const (
-	KeySubscription = "subscription"
+	KeySubscription = "subscription" // [subscription, tier]
 	KeyTier         = "tier"
+	KeyApplication  = "application" // [application, user, app_tier]
+	KeyUser         = "user"
+	KeyAppTier      = "app_tier"
+	KeyAPI          = "api" // [api, api_tier]
+	KeyAPITier      = "api_tier"
+	KeyResource     = "resource" // [resource, resource_api, resource_tier]
+	KeyResourceAPI  = "resource_api"
+	KeyResourceTier = "resource_tier"
+)
+
+// WSO2's throttling error codes, one per level.
+const (
+	CodeAPI          = "900800"
+	CodeResource     = "900802"
+	CodeApplication  = "900803"
+	CodeSubscription = "900804"
+	CodeCustom       = "900806"
+	CodeBurst        = "900807"
+)
+
+// Counter kinds: what a counter counts.
+const (
+	kindSubscription byte = iota + 1
+	kindBurst
+	kindApplication
+	kindAPI
+	kindResource
 )
 
 // Config configures the rate-limit service.
@@ -39,6 +68,9 @@ type Config struct {
 	State  *gwstate.Store
 	Logger zerolog.Logger
 	Now    func() time.Time // defaults to time.Now
+	// Registry, when set, gets the call counter
+	// apim_ratelimit_calls_total{code}, code "" for OK.
+	Registry *prometheus.Registry
 }
 
 // Server answers Envoy's ShouldRateLimit calls from local counters.
@@ -47,6 +79,7 @@ type Server struct {
 	log      zerolog.Logger
 	now      func() time.Time
 	counters *counters
+	calls    map[string]prometheus.Counter // by WSO2 code; "" is OK
 }
 
 var _ rlsv3.RateLimitServiceServer = (*Server)(nil)
@@ -59,7 +92,20 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Server{state: cfg.State, log: cfg.Logger, now: cfg.Now, counters: newCounters()}, nil
+	calls := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "apim", Subsystem: "ratelimit", Name: "calls_total",
+		Help: "ShouldRateLimit calls by the WSO2 code answered (empty: not limited).",
+	}, []string{"code"})
+	if cfg.Registry != nil {
+		if err := cfg.Registry.Register(calls); err != nil {
+			return nil, fmt.Errorf("ratelimit: register metrics: %w", err)
+		}
+	}
+	s := &Server{state: cfg.State, log: cfg.Logger, now: cfg.Now, counters: newCounters(), calls: map[string]prometheus.Counter{}}
+	for _, c := range []string{"", CodeAPI, CodeResource, CodeApplication, CodeSubscription, CodeCustom, CodeBurst} {
+		s.calls[c] = calls.WithLabelValues(c)
+	}
+	return s, nil
 }
 
 // Register registers the server as envoy.service.ratelimit.v3.RateLimitService.
@@ -80,9 +126,11 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 }
 
-// ShouldRateLimit counts the request against every descriptor naming a
-// subscription and its tier. A descriptor of an unknown or unlimited tier,
-// or of any other shape, is OK. Policy changes apply from the next request.
+// ShouldRateLimit counts the request against every descriptor: API,
+// resource, subscription (and its burst) and application levels, each with
+// its policy. A descriptor of an unknown or unlimited tier, or of any other
+// shape, is OK. Over a limit, the body carries the WSO2 code of the first
+// descriptor over its limit. Policy changes apply from the next request.
 func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, status.FromContextError(err).Err()
@@ -95,11 +143,15 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 		Statuses:    make([]*rlsv3.RateLimitResponse_DescriptorStatus, len(descs)),
 	}
 	var retryAt time.Time // end of the latest window over its limit
+	code := ""
 	for i, d := range descs {
-		st, over, end := s.count(idx, req, d, now)
+		st, c, end := s.count(idx, req, d, now)
 		resp.Statuses[i] = st
-		if over {
+		if c != "" {
 			resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
+			if code == "" {
+				code = c
+			}
 			if end.After(retryAt) {
 				retryAt = end
 			}
@@ -111,7 +163,7 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 			retry++
 		}
 		retry = max(retry, 1)
-		resp.RawBody = throttledBody(retryAt)
+		resp.RawBody = throttledBody(code, retryAt)
 		resp.ResponseHeadersToAdd = []*corev3.HeaderValue{
 			{Key: "retry-after", Value: strconv.FormatInt(retry, 10)},
 			{Key: "content-type", Value: "application/json"},
@@ -120,36 +172,54 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 	if err := ctx.Err(); err != nil {
 		return nil, status.FromContextError(err).Err()
 	}
+	s.calls[code].Inc()
 	return resp, nil
 }
 
 var okStatus = &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OK}
 
-// count counts one descriptor. It returns its status, whether it is over
-// the limit, and the end of its window.
-func (s *Server) count(idx *gwstate.Index, req *rlsv3.RateLimitRequest, d *ratelimitv3.RateLimitDescriptor, now time.Time) (*rlsv3.RateLimitResponse_DescriptorStatus, bool, time.Time) {
-	if req.GetDomain() != Domain {
-		return okStatus, false, time.Time{}
+// count counts one descriptor. It returns its status, the WSO2 code when it
+// is over its limit ("" otherwise), and the end of its window.
+func (s *Server) count(idx *gwstate.Index, req *rlsv3.RateLimitRequest, d *ratelimitv3.RateLimitDescriptor, now time.Time) (*rlsv3.RateLimitResponse_DescriptorStatus, string, time.Time) {
+	entries := d.GetEntries()
+	if req.GetDomain() != Domain || len(entries) == 0 {
+		return okStatus, "", time.Time{}
 	}
-	var sub, tier string
-	for _, e := range d.GetEntries() {
+	var a, b, tier, level, code string
+	var kind byte
+	switch entries[0].GetKey() {
+	case KeySubscription:
+		kind, level, code = kindSubscription, model.LevelSubscription, CodeSubscription
+	case KeyApplication:
+		kind, level, code = kindApplication, model.LevelApplication, CodeApplication
+	case KeyAPI:
+		kind, level, code = kindAPI, model.LevelAPI, CodeAPI
+	case KeyResource:
+		kind, level, code = kindResource, model.LevelAPI, CodeResource
+	default:
+		return okStatus, "", time.Time{}
+	}
+	a = entries[0].GetValue()
+	for _, e := range entries[1:] {
 		switch e.GetKey() {
-		case KeySubscription:
-			sub = e.GetValue()
-		case KeyTier:
+		case KeyTier, KeyAppTier, KeyAPITier, KeyResourceTier:
 			tier = e.GetValue()
+		case KeyUser, KeyResourceAPI:
+			b = e.GetValue()
 		}
 	}
-	if sub == "" || tier == "" {
-		return okStatus, false, time.Time{}
+	if a == "" || tier == "" {
+		return okStatus, "", time.Time{}
 	}
-	p, ok := idx.Policy(model.LevelSubscription, tier)
-	if !ok || p.Unlimited() {
-		return okStatus, false, time.Time{}
+	p, ok := idx.Policy(level, tier)
+	if !ok || p.Unlimited() || p.QuotaType == model.QuotaBandwidth {
+		// Bandwidth quotas need the response size, which the RLS never
+		// sees: not enforced (yet).
+		return okStatus, "", time.Time{}
 	}
-	window := p.Window()
-	if window <= 0 {
-		return okStatus, false, time.Time{}
+	start, end := model.WindowStart(p.TimeUnit, p.UnitTime, now)
+	if start.IsZero() {
+		return okStatus, "", time.Time{}
 	}
 	hits := int64(req.GetHitsAddend())
 	if h := d.GetHitsAddend(); h != nil {
@@ -164,48 +234,76 @@ func (s *Server) count(idx *gwstate.Index, req *rlsv3.RateLimitRequest, d *ratel
 		hits = -hits
 	}
 	nowNs := now.UnixNano()
-	start := nowNs - nowNs%int64(window)
-	end := time.Unix(0, start+int64(window))
-	n := s.counters.add(sub, start, start+int64(window), hits, nowNs)
+	n := s.counters.add(kind, a, b, start.UnixNano(), end.UnixNano(), hits, nowNs)
 
 	limit := p.RequestCount
-	over := n > limit && hits > 0 && p.StopOnQuotaReach
 	st := &rlsv3.RateLimitResponse_DescriptorStatus{
 		Code:               rlsv3.RateLimitResponse_OK,
-		CurrentLimit:       currentLimit(p),
+		CurrentLimit:       currentLimit(p.Name, p.RequestCount, p.UnitTime, p.TimeUnit),
 		LimitRemaining:     uint32(min(max(limit-n, 0), int64(^uint32(0)))),
 		DurationUntilReset: durationpb.New(end.Sub(now)),
 	}
-	if over {
+	if n > limit && hits > 0 && p.StopOnQuotaReach {
 		st.Code = rlsv3.RateLimitResponse_OVER_LIMIT
+		return st, code, end
 	}
-	return st, over, end
+	// Burst control (subscription policies): a second counter beside the
+	// quota's, over one rateLimitTimeUnit. It blocks even when
+	// stopOnQuotaReach is false: it protects the backend, not the bill.
+	if bc, bu, ok := p.Burst(); ok && kind == kindSubscription {
+		bs, be := model.WindowStart(bu, 1, now)
+		bn := s.counters.add(kindBurst, a, "", bs.UnixNano(), be.UnixNano(), hits, nowNs)
+		if bn > bc && hits > 0 {
+			return &rlsv3.RateLimitResponse_DescriptorStatus{
+				Code:               rlsv3.RateLimitResponse_OVER_LIMIT,
+				CurrentLimit:       currentLimit(p.Name, bc, 1, bu),
+				DurationUntilReset: durationpb.New(be.Sub(now)),
+			}, CodeBurst, be
+		}
+	}
+	return st, "", end
 }
 
 var units = map[string]rlsv3.RateLimitResponse_RateLimit_Unit{
-	"sec":  rlsv3.RateLimitResponse_RateLimit_SECOND,
-	"min":  rlsv3.RateLimitResponse_RateLimit_MINUTE,
-	"hour": rlsv3.RateLimitResponse_RateLimit_HOUR,
-	"day":  rlsv3.RateLimitResponse_RateLimit_DAY,
+	"sec":   rlsv3.RateLimitResponse_RateLimit_SECOND,
+	"min":   rlsv3.RateLimitResponse_RateLimit_MINUTE,
+	"hour":  rlsv3.RateLimitResponse_RateLimit_HOUR,
+	"day":   rlsv3.RateLimitResponse_RateLimit_DAY,
+	"month": rlsv3.RateLimitResponse_RateLimit_MONTH,
+	"year":  rlsv3.RateLimitResponse_RateLimit_YEAR,
 }
 
 // currentLimit is the policy as Envoy's X-RateLimit-Limit header states it.
-func currentLimit(p *model.Policy) *rlsv3.RateLimitResponse_RateLimit {
+func currentLimit(name string, count, unitTime int64, timeUnit string) *rlsv3.RateLimitResponse_RateLimit {
 	l := &rlsv3.RateLimitResponse_RateLimit{
-		Name:            p.Name,
-		RequestsPerUnit: uint32(min(max(p.RequestCount, 0), int64(^uint32(0)))),
-		Unit:            units[p.TimeUnit],
+		Name:            name,
+		RequestsPerUnit: uint32(min(max(count, 0), int64(^uint32(0)))),
+		Unit:            units[timeUnit],
 	}
-	if p.UnitTime > 1 {
-		l.UnitMultiplier = wrapperspb.UInt32(uint32(min(p.UnitTime, int64(^uint32(0)))))
+	if unitTime > 1 {
+		l.UnitMultiplier = wrapperspb.UInt32(uint32(min(unitTime, int64(^uint32(0)))))
 	}
 	return l
 }
 
-// throttledBody is WSO2's throttling error body.
-func throttledBody(retryAt time.Time) []byte {
-	b := make([]byte, 0, 160)
-	b = append(b, `{"code":"900804","message":"Message throttled out","description":"You have exceeded your quota .You can access API after `...)
+// throttledBody is WSO2's throttling error body for a code.
+func throttledBody(code string, retryAt time.Time) []byte {
+	b := make([]byte, 0, 192)
+	b = append(b, `{"code":"`...)
+	b = append(b, code...)
+	b = append(b, `","message":"`...)
+	b = append(b, messages[code]...)
+	b = append(b, `","description":"You have exceeded your quota .You can access API after `...)
 	b = retryAt.UTC().AppendFormat(b, "2006-Jan-02 15:04:05-0700 MST")
 	return append(b, `"}`...)
+}
+
+// messages are WSO2's throttling messages per code.
+var messages = map[string]string{
+	CodeAPI:          "Message throttled out",
+	CodeResource:     "Message throttled out",
+	CodeApplication:  "Message throttled out",
+	CodeSubscription: "Message throttled out",
+	CodeCustom:       "Message throttled out",
+	CodeBurst:        "Message throttled out",
 }

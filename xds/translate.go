@@ -88,6 +88,13 @@ const (
 const (
 	MetaSubscriptionID   = "subscription_id"
 	MetaSubscriptionTier = "subscription_tier"
+	MetaApplicationID    = "application_id"
+	MetaUser             = "user"
+	MetaApplicationTier  = "application_tier"
+	MetaAPIID            = "api_id"
+	MetaAPITier          = "api_tier"
+	MetaResource         = "resource"
+	MetaResourceTier     = "resource_tier"
 )
 
 // notFoundBody is WSO2's body for a request that matches no API resource.
@@ -268,7 +275,7 @@ func newTranslator(in Input) *translator {
 		backends:     make(map[string]*backend, len(in.Deployments)),
 		clusters:     make(map[string]*clusterv3.Cluster, len(in.Deployments)+1),
 		routeTimeout: durationpb.New(60 * time.Second),
-		rateLimits:   []*routev3.RateLimit{subscriptionRateLimit()},
+		rateLimits:   tierRateLimits(),
 		noProduction: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
 			Status: 403,
 			Body:   &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: noProductionBody}},
@@ -560,13 +567,17 @@ func (t *translator) action(b *backend, basePath string) *routev3.Route_Route {
 	}}
 }
 
-// subscriptionRateLimit sends the descriptor [subscription, tier] taken from
-// ext_authz's dynamic metadata. skip_if_absent stays false on purpose: in
+// tierRateLimits sends one descriptor per throttling level, each taken from
+// ext_authz's dynamic metadata, in the order the rate-limit service reports
+// them: API [api, api_tier], resource [resource, resource_api,
+// resource_tier], subscription [subscription, tier], application
+// [application, user, app_tier]. skip_if_absent stays false on purpose: in
 // Envoy 1.40 a metadata action without a value and with skip_if_absent=false
-// drops the whole descriptor, so no rate-limit call is made for a request the
-// sidecar left untagged (unlimited tier); skip_if_absent=true would instead
-// call the service with the entry left out.
-func subscriptionRateLimit() *routev3.RateLimit {
+// drops the whole descriptor, and the sidecar sets a level's tier only when it
+// limits, so a request whose tiers are all unlimited makes no rate-limit call
+// at all; skip_if_absent=true would instead call the service with the entry
+// left out.
+func tierRateLimits() []*routev3.RateLimit {
 	action := func(descriptorKey, metaKey string) *routev3.RateLimit_Action {
 		return &routev3.RateLimit_Action{ActionSpecifier: &routev3.RateLimit_Action_Metadata{Metadata: &routev3.RateLimit_Action_MetaData{
 			DescriptorKey: descriptorKey,
@@ -577,10 +588,15 @@ func subscriptionRateLimit() *routev3.RateLimit {
 			Source: routev3.RateLimit_Action_MetaData_DYNAMIC,
 		}}}
 	}
-	return &routev3.RateLimit{Actions: []*routev3.RateLimit_Action{
-		action("subscription", MetaSubscriptionID),
-		action("tier", MetaSubscriptionTier),
-	}}
+	rl := func(actions ...*routev3.RateLimit_Action) *routev3.RateLimit {
+		return &routev3.RateLimit{Actions: actions}
+	}
+	return []*routev3.RateLimit{
+		rl(action("api", MetaAPIID), action("api_tier", MetaAPITier)),
+		rl(action("resource", MetaResource), action("resource_api", MetaAPIID), action("resource_tier", MetaResourceTier)),
+		rl(action("subscription", MetaSubscriptionID), action("tier", MetaSubscriptionTier)),
+		rl(action("application", MetaApplicationID), action("user", MetaUser), action("app_tier", MetaApplicationTier)),
+	}
 }
 
 // upstreamTLS verifies the backend's certificate against caFile and its

@@ -334,7 +334,7 @@ func TestTranslateLifecycle(t *testing.T) {
 			routes := routesOf(t, res)["localhost"]
 			switch want {
 			case served:
-				if len(routes) != 2 || routes[1].GetRoute().GetCluster() != "http_backend_8080" || len(routes[1].GetRoute().GetRateLimits()) != 1 {
+				if len(routes) != 2 || routes[1].GetRoute().GetCluster() != "http_backend_8080" || len(routes[1].GetRoute().GetRateLimits()) != 4 {
 					t.Fatalf("routes = %v, want a sandbox and a production route to the backend, rate limited", routes)
 				}
 				var per extauthzv3.ExtAuthzPerRoute

@@ -352,7 +352,7 @@ func (s *system) gatewayParts(ctx context.Context, brokers []string, load stateL
 	if err != nil {
 		return err
 	}
-	rl, err := ratelimit.New(ratelimit.Config{State: state, Logger: s.log("ratelimit")})
+	rl, err := ratelimit.New(ratelimit.Config{State: state, Logger: s.log("ratelimit"), Registry: s.reg})
 	if err != nil {
 		return err
 	}

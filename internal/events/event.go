@@ -27,6 +27,8 @@ const (
 	KindKeyMapping   Kind = "key_mapping"
 	KindSubscription Kind = "subscription"
 	KindPolicy       Kind = "policy"
+	KindRevocation   Kind = "revocation"
+	KindDenyPolicy   Kind = "deny_policy"
 )
 
 // Op is what happened to the entity.

@@ -40,6 +40,8 @@ type Index struct {
 	keyMappings   shardedMap[string, *model.KeyMapping]
 	subscriptions shardedMap[subKey, *model.Subscription]
 	policies      shardedMap[policyKey, *model.Policy]
+	deny          *denySet
+	denyAll       map[string]*model.DenyPolicy // every deny policy, by id; never changed once published
 }
 
 func newIndex(env string) *Index {
@@ -50,6 +52,8 @@ func newIndex(env string) *Index {
 		keyMappings:   newShardedMap[string, *model.KeyMapping](hashString),
 		subscriptions: newShardedMap[subKey, *model.Subscription](func(k subKey) uint64 { return hashPair(k.app, k.api) }),
 		policies:      newShardedMap[policyKey, *model.Policy](func(k policyKey) uint64 { return hashPair(k.level, k.name) }),
+		deny:          newDenySet(nil),
+		denyAll:       map[string]*model.DenyPolicy{},
 	}
 }
 
@@ -90,6 +94,7 @@ func (x *Index) Counts() map[events.Kind]int {
 		events.KindKeyMapping:   x.keyMappings.len(),
 		events.KindSubscription: x.subscriptions.len(),
 		events.KindPolicy:       x.policies.len(),
+		events.KindDenyPolicy:   len(x.denyAll),
 	}
 }
 
@@ -174,6 +179,12 @@ func (s *Store) Replace(st *model.GatewayState) {
 		x.policies.put(policyKey{p.Level, p.Name}, &p)
 		raise(entityKey(events.KindPolicy, policyID(p.Level, p.Name)), p.Generation)
 	}
+	for i := range st.DenyPolicies {
+		d := st.DenyPolicies[i]
+		x.denyAll[d.ID] = &d
+		raise(entityKey(events.KindDenyPolicy, d.ID), d.Generation)
+	}
+	x.deny = newDenySet(x.denyAll)
 	// Entities the load dropped stay dropped: their generation is already
 	// in gens from when they were applied, so only the index changes.
 	s.gens, s.subByID, s.keyByID = gens, subByID, keyByID
@@ -306,8 +317,11 @@ func (s *Store) Apply(ev events.Event) error {
 		if err := decode(ev, &p); err != nil {
 			return err
 		}
-		if p.Level == "" && p.Name == "" { // a delete may carry only "level/name" as its id
-			p.Level, p.Name, _ = strings.Cut(ev.ID, "/")
+		if p.Level == "" && p.Name == "" { // a delete may carry only "level:name" as its id
+			var ok bool
+			if p.Level, p.Name, ok = strings.Cut(ev.ID, ":"); !ok {
+				p.Level, p.Name, _ = strings.Cut(ev.ID, "/")
+			}
 		}
 		if p.Level == "" || p.Name == "" {
 			return fmt.Errorf("apply policy event %s: level and name %w", ev.ID, model.ErrRequired)
@@ -321,6 +335,27 @@ func (s *Store) Apply(ev events.Event) error {
 		} else {
 			x.policies = x.policies.with(key, &p)
 		}
+	case events.KindDenyPolicy:
+		var d model.DenyPolicy
+		if err := decode(ev, &d); err != nil {
+			return err
+		}
+		if d.ID == "" {
+			d.ID = ev.ID
+		}
+		if !fresh(d.ID) {
+			return nil
+		}
+		all := make(map[string]*model.DenyPolicy, len(x.denyAll)+1)
+		for id, p := range x.denyAll {
+			all[id] = p
+		}
+		if del {
+			delete(all, d.ID)
+		} else {
+			all[d.ID] = &d
+		}
+		x.denyAll, x.deny = all, newDenySet(all)
 	default:
 		return fmt.Errorf("apply event %s: %w %q", ev.ID, ErrUnknownKind, ev.Kind)
 	}

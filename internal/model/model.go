@@ -92,7 +92,10 @@ type API struct {
 	Sandbox     *Endpoint       `json:"sandbox,omitempty"`
 	Operations  []Operation     `json:"operations"`
 	Policies    []string        `json:"policies,omitempty"`
-	Generation  int64           `json:"generation"`
+	// APIThrottlingPolicy is the API-level (advanced) policy over all
+	// callers of the API; empty or Unlimited does not limit.
+	APIThrottlingPolicy string `json:"apiThrottlingPolicy,omitempty"`
+	Generation          int64  `json:"generation"`
 }
 
 // BasePath is the gateway path prefix of the API: {context}/{version}.
@@ -247,62 +250,6 @@ type Subscription struct {
 	Generation       int64  `json:"generation"`
 }
 
-// Policy levels.
-const (
-	LevelSubscription = "subscription"
-	LevelApplication  = "application"
-	LevelAPI          = "api"
-)
-
-// Policy is a throttling policy: a request count per unit time, or
-// unlimited when RequestCount is 0.
-type Policy struct {
-	Level            string `json:"level"`
-	Name             string `json:"name"`
-	DisplayName      string `json:"displayName,omitempty"`
-	Description      string `json:"description,omitempty"`
-	RequestCount     int64  `json:"requestCount"`
-	UnitTime         int64  `json:"unitTime"`
-	TimeUnit         string `json:"timeUnit"`
-	StopOnQuotaReach bool   `json:"stopOnQuotaReach"`
-	BillingPlan      string `json:"billingPlan,omitempty"`
-	Generation       int64  `json:"generation"`
-}
-
-// Unlimited reports whether the policy never limits.
-func (p *Policy) Unlimited() bool { return p.RequestCount <= 0 }
-
-// Window is the length of the policy's counting window.
-func (p *Policy) Window() time.Duration {
-	d, ok := timeUnits[p.TimeUnit]
-	if !ok {
-		return 0
-	}
-	return d * time.Duration(p.UnitTime)
-}
-
-var timeUnits = map[string]time.Duration{
-	"sec": time.Second, "min": time.Minute, "hour": time.Hour, "day": 24 * time.Hour,
-}
-
-// Validate reports every problem with the policy, each naming its field.
-func (p *Policy) Validate() error {
-	var errs []error
-	if p.Name == "" {
-		errs = append(errs, fmt.Errorf("policyName %w", ErrRequired))
-	}
-	if p.RequestCount < 0 {
-		errs = append(errs, fmt.Errorf("defaultLimit.requestCount.requestCount %w: must not be negative", ErrInvalid))
-	}
-	if _, ok := timeUnits[p.TimeUnit]; !ok {
-		errs = append(errs, fmt.Errorf("defaultLimit.requestCount.timeUnit %w: want sec, min, hour or day", ErrUnknownValue))
-	}
-	if p.UnitTime <= 0 {
-		errs = append(errs, fmt.Errorf("defaultLimit.requestCount.unitTime %w: must be at least 1", ErrInvalid))
-	}
-	return errors.Join(errs...)
-}
-
 // GatewayState is everything a gateway sidecar needs for one environment:
 // the full state it loads at start, before applying events.
 type GatewayState struct {
@@ -312,6 +259,7 @@ type GatewayState struct {
 	KeyMappings   []KeyMapping   `json:"keyMappings"`
 	Subscriptions []Subscription `json:"subscriptions"`
 	Policies      []Policy       `json:"policies"`
+	DenyPolicies  []DenyPolicy   `json:"denyPolicies,omitempty"`
 }
 
 // Principal is who a verified access token speaks for.

@@ -72,7 +72,7 @@ func TestPathTemplate(t *testing.T) {
 }
 
 func TestPolicy(t *testing.T) {
-	p := Policy{Name: "Gold", RequestCount: 5000, UnitTime: 1, TimeUnit: "min"}
+	p := Policy{Level: LevelSubscription, Name: "Gold", RequestCount: 5000, UnitTime: 1, TimeUnit: "min"}
 	if err := p.Validate(); err != nil || p.Unlimited() || p.Window() != time.Minute {
 		t.Fatalf("Gold: err %v unlimited %v window %v", err, p.Unlimited(), p.Window())
 	}

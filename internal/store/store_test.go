@@ -514,8 +514,8 @@ func TestApplicationsKeysSubscriptionsAndGatewayState(t *testing.T) {
 	if !cmp.Equal(p, findPolicy(st.Policies, "Platinum"), cmpopts.EquateEmpty()) {
 		t.Errorf("policy %+v not in state", p)
 	}
-	if len(st.Policies) != 11 {
-		t.Errorf("%d policies, want the 10 seeded and Platinum", len(st.Policies))
+	if len(st.Policies) != 14 {
+		t.Errorf("%d policies, want the 13 seeded (WSO2's defaults) and Platinum", len(st.Policies))
 	}
 
 	// Deletes emit delete events for the entity and what cascades with it.

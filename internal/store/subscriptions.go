@@ -154,84 +154,6 @@ func loadSubscriptions(ctx context.Context, q querier, tail string, args ...any)
 	return subs, nil
 }
 
-// PolicyEventID is the event id of a policy: level and name.
-func PolicyEventID(level, name string) string { return level + ":" + name }
-
-// CreatePolicy stores a throttling policy and appends its event.
-func (s *Store) CreatePolicy(ctx context.Context, p model.Policy) (*model.Policy, error) {
-	if err := p.Validate(); err != nil {
-		return nil, invalid("%s", joinLines(err))
-	}
-	switch p.Level {
-	case model.LevelSubscription, model.LevelApplication, model.LevelAPI:
-	default:
-		return nil, invalid("level %q is unknown: want subscription, application or api", p.Level)
-	}
-	if p.DisplayName == "" {
-		p.DisplayName = p.Name
-	}
-	if p.BillingPlan == "" {
-		p.BillingPlan = "FREE"
-	}
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		err := tx.QueryRow(ctx, `INSERT INTO throttling_policies
-			(level, name, display_name, description, request_count, unit_time, time_unit, stop_on_quota_reach, billing_plan)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING generation`,
-			p.Level, p.Name, p.DisplayName, p.Description, p.RequestCount, p.UnitTime, p.TimeUnit, p.StopOnQuotaReach, p.BillingPlan,
-		).Scan(&p.Generation)
-		if code, _ := pgCode(err); code == uniqueViolation {
-			return conflict("a %s throttling policy named %s already exists", p.Level, p.Name)
-		}
-		if err != nil {
-			return fmt.Errorf("write policy: %w", err)
-		}
-		return emit(ctx, tx, events.KindPolicy, events.OpUpsert, PolicyEventID(p.Level, p.Name), "", p.Generation, p)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("create %s policy %s: %w", p.Level, p.Name, err)
-	}
-	return &p, nil
-}
-
-// GetPolicy loads one throttling policy.
-func (s *Store) GetPolicy(ctx context.Context, level, name string) (*model.Policy, error) {
-	ps, err := loadPolicies(ctx, s.pool, `WHERE level = $1 AND name = $2`, level, name)
-	if err != nil {
-		return nil, fmt.Errorf("get %s policy %s: %w", level, name, err)
-	}
-	if len(ps) == 0 {
-		return nil, fmt.Errorf("get %s policy %s: %w", level, name, notFound("%s throttling policy %s does not exist", level, name))
-	}
-	return &ps[0], nil
-}
-
-// ListPolicies returns the throttling policies of a level by name; an empty
-// level returns all.
-func (s *Store) ListPolicies(ctx context.Context, level string) ([]model.Policy, error) {
-	ps, err := loadPolicies(ctx, s.pool, `WHERE $1 = '' OR level = $1 ORDER BY level, name`, level)
-	if err != nil {
-		return nil, fmt.Errorf("list %s policies: %w", level, err)
-	}
-	return ps, nil
-}
-
-func loadPolicies(ctx context.Context, q querier, tail string, args ...any) ([]model.Policy, error) {
-	rows, err := q.Query(ctx, `SELECT level, name, display_name, description, request_count, unit_time, time_unit,
-		stop_on_quota_reach, billing_plan, generation FROM throttling_policies `+tail, args...)
-	if err != nil {
-		return nil, fmt.Errorf("query policies: %w", err)
-	}
-	ps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (model.Policy, error) {
-		var p model.Policy
-		return p, r.Scan(&p.Level, &p.Name, &p.DisplayName, &p.Description, &p.RequestCount, &p.UnitTime, &p.TimeUnit,
-			&p.StopOnQuotaReach, &p.BillingPlan, &p.Generation)
-	})
-	if err != nil {
-		return nil, fmt.Errorf("scan policies: %w", err)
-	}
-	return ps, nil
-}
-
 // GatewayState loads, in one consistent snapshot, everything a gateway of
 // an environment needs: its deployments and all applications, key mappings,
 // subscriptions and policies.
@@ -256,7 +178,10 @@ func (s *Store) GatewayState(ctx context.Context, environment string) (*model.Ga
 		if st.Subscriptions, err = loadSubscriptions(ctx, tx, `ORDER BY id`); err != nil {
 			return err
 		}
-		st.Policies, err = loadPolicies(ctx, tx, `ORDER BY level, name`)
+		if st.Policies, err = loadPolicies(ctx, tx, `ORDER BY level, name`); err != nil {
+			return err
+		}
+		st.DenyPolicies, err = loadDenyPolicies(ctx, tx, `ORDER BY created_at, id`)
 		return err
 	})
 	if err != nil {
