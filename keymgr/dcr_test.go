@@ -5,8 +5,11 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"testing"
+
+	"golang.org/x/oauth2"
 )
 
 type dcrResult struct {
@@ -182,16 +185,76 @@ func TestNoSecretsInLogs(t *testing.T) {
 	_, _ = e.pwConfig(id, secret2).PasswordCredentialsToken(ctx, "erin", wrongPW)
 	_, _ = e.s.VerifyToken(ctx, cc.AccessToken+"x")
 
+	// Refresh (rotation, then reuse), introspection, revocation, userinfo.
+	rt1 := pw.RefreshToken
+	pw2, err := e.refresh(e.pwConfig(id, secret2), rt1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = e.refresh(e.pwConfig(id, secret2), rt1)
+	_, _ = e.refresh(e.pwConfig(id, wrongSec), pw2.RefreshToken)
+	e.introspect(t, id, secret2, cc.AccessToken)
+	e.introspect(t, id, secret2, pw2.RefreshToken)
+	e.postForm(t, PathIntrospect, id, wrongSec, url.Values{"token": {cc.AccessToken}})
+	e.revoke(t, id, secret2, cc.AccessToken)
+	e.revoke(t, id, secret2, pw2.RefreshToken)
+	for _, tok := range []string{cc.AccessToken, "garbage-token-" + wrongSec} {
+		req, _ := http.NewRequest(http.MethodGet, e.ts.URL+PathUserinfo, nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		if resp, err := http.DefaultClient.Do(req); err == nil {
+			resp.Body.Close()
+		}
+	}
+
+	// The authorization code flow: a wrong password, then a code, its
+	// exchange and its replay.
+	callback := "http://127.0.0.1:9/cb"
+	acID, acSecret := e.authCodeClient(t, "erin", callback, GrantAuthorizationCode, GrantRefreshToken)
+	conf := &oauth2.Config{ClientID: acID, ClientSecret: acSecret, RedirectURL: callback,
+		Endpoint: oauth2.Endpoint{AuthURL: e.ts.URL + PathAuthorize, TokenURL: e.ts.URL + PathToken}}
+	verifier := oauth2.GenerateVerifier()
+	b := browser(t)
+	_, body := get(t, b, conf.AuthCodeURL("state-log-test", oauth2.S256ChallengeOption(verifier)))
+	f := loginForm(t, body)
+	csrf1 := f.Get("csrf_token")
+	f.Set("username", "erin")
+	f.Set("password", wrongPW)
+	_, body = post(t, b, e.ts.URL+PathAuthorize, f)
+	f = loginForm(t, body)
+	csrf2 := f.Get("csrf_token")
+	f.Set("username", "erin")
+	f.Set("password", userPW)
+	resp, _ := post(t, b, e.ts.URL+PathAuthorize, f)
+	loc, _ := url.Parse(resp.Header.Get("Location"))
+	code := loc.Query().Get("code")
+	ac, err := conf.Exchange(ctx, code, oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, _ = conf.Exchange(ctx, code, oauth2.VerifierOption(verifier))
+
 	logs := e.logs.String()
-	if !strings.Contains(logs, "token issued") || !strings.Contains(logs, "token request refused") || !strings.Contains(logs, "client registered") {
+	for _, msg := range []string{"token issued", "token request refused", "client registered", "token revoked",
+		"token introspected", "userinfo refused", "login refused: bad credentials", "authorization code issued"} {
+		if !strings.Contains(logs, msg) {
+			t.Errorf("the log has no %q", msg)
+		}
+	}
+	if t.Failed() {
 		t.Fatalf("the flows were not logged: %s", logs)
 	}
 	secrets := map[string]string{
 		"admin password": adminPW, "user password": userPW, "wrong password": wrongPW,
 		"first secret": secret1, "second secret": secret2, "wrong secret": wrongSec,
 		"client_credentials token": cc.AccessToken, "password token": pw.AccessToken,
-		"cc token signature": cc.AccessToken[strings.LastIndex(cc.AccessToken, ".")+1:],
-		"pw token signature": pw.AccessToken[strings.LastIndex(pw.AccessToken, ".")+1:],
+		"cc token signature":  cc.AccessToken[strings.LastIndex(cc.AccessToken, ".")+1:],
+		"pw token signature":  pw.AccessToken[strings.LastIndex(pw.AccessToken, ".")+1:],
+		"first refresh token": rt1, "second refresh token": pw2.RefreshToken,
+		"refreshed access token": pw2.AccessToken,
+		"refresh token hash":     hashSecret(rt1),
+		"code":                   code, "code verifier": verifier, "csrf token": csrf1, "second csrf token": csrf2,
+		"auth code client secret": acSecret, "code flow access token": ac.AccessToken,
+		"code flow refresh token": ac.RefreshToken,
 	}
 	for what, s := range secrets {
 		if s == "" {

@@ -1,33 +1,44 @@
 // Package keymgr is the resident key manager: an OAuth 2.0 / OIDC server on
 // ory/fosite that registers clients (WSO2 DCR), issues RS256 JWT access tokens
-// for the client_credentials and password grants, and verifies them.
+// (client_credentials, password, authorization_code with PKCE, and rotating
+// refresh tokens), revokes, introspects and verifies them, and rotates its
+// signing keys.
 package keymgr
 
 import (
 	"context"
-	"crypto/rand"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/url"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/ory/fosite"
 	"github.com/ory/fosite/compose"
+	"github.com/ory/fosite/handler/oauth2"
 	fjwt "github.com/ory/fosite/token/jwt"
 	"github.com/rs/zerolog"
 )
 
 // Paths served by Handler, at WSO2 API-M's paths.
 const (
-	PathRegister  = "/client-registration/v0.17/register"
-	PathToken     = "/oauth2/token" //nolint:gosec // G101: a URL path, not a credential
-	PathJWKS      = "/oauth2/jwks"
-	PathDiscovery = "/.well-known/openid-configuration"
+	PathRegister   = "/client-registration/v0.17/register"
+	PathToken      = "/oauth2/token" //nolint:gosec // G101: a URL path, not a credential
+	PathJWKS       = "/oauth2/jwks"
+	PathDiscovery  = "/.well-known/openid-configuration"
+	PathRevoke     = "/oauth2/revoke"
+	PathIntrospect = "/oauth2/introspect"
+	PathUserinfo   = "/oauth2/userinfo"
+	PathAuthorize  = "/oauth2/authorize"
+	// PathIssuerDiscovery is the discovery document under the issuer
+	// (BaseURL/oauth2/token, as WSO2's), where OIDC clients such as go-oidc
+	// look for it.
+	PathIssuerDiscovery = PathToken + PathDiscovery
 )
 
 // Grant types served at the token endpoint.
@@ -35,6 +46,7 @@ const (
 	GrantClientCredentials = "client_credentials"
 	GrantPassword          = "password"
 	GrantRefreshToken      = "refresh_token"
+	GrantAuthorizationCode = "authorization_code"
 )
 
 // DefaultScope is granted when nothing else is, as WSO2 does.
@@ -42,6 +54,13 @@ const DefaultScope = "default"
 
 // DefaultAccessTokenTTL is the access-token lifetime when Config leaves it zero.
 const DefaultAccessTokenTTL = time.Hour
+
+// DefaultRefreshTokenTTL is the refresh-token lifetime when Config leaves it
+// zero: WSO2's default of a day.
+const DefaultRefreshTokenTTL = 24 * time.Hour
+
+// authorizeCodeTTL is the authorization codes' lifetime.
+const authorizeCodeTTL = 5 * time.Minute
 
 // DefaultPasswordHashWait is Config.PasswordHashWait when left zero.
 const DefaultPasswordHashWait = 2 * time.Second
@@ -62,6 +81,17 @@ type Config struct {
 	Shared *pgxpool.Pool
 	// AccessTokenTTL is the access tokens' lifetime; defaults to DefaultAccessTokenTTL.
 	AccessTokenTTL time.Duration
+	// RefreshTokenTTL is the refresh tokens' lifetime; defaults to
+	// DefaultRefreshTokenTTL. Each refresh issues a new one with a fresh
+	// lifetime.
+	RefreshTokenTTL time.Duration
+	// KeyRotationInterval rotates the signing key when the active one is
+	// this old (Start checks every KeyReloadInterval); 0 never rotates on a
+	// schedule.
+	KeyRotationInterval time.Duration
+	// KeyReloadInterval is how often Start reloads the key set from the
+	// database; defaults to DefaultKeyReloadInterval.
+	KeyReloadInterval time.Duration
 	// MaxPasswordHashes bounds the password hashes (64 MiB of argon2id each)
 	// computed at once by the password grant and DCR; defaults to
 	// runtime.NumCPU().
@@ -86,6 +116,12 @@ func (c *Config) setDefaults() {
 	}
 	if c.AccessTokenTTL == 0 {
 		c.AccessTokenTTL = DefaultAccessTokenTTL
+	}
+	if c.RefreshTokenTTL == 0 {
+		c.RefreshTokenTTL = DefaultRefreshTokenTTL
+	}
+	if c.KeyReloadInterval == 0 {
+		c.KeyReloadInterval = DefaultKeyReloadInterval
 	}
 	if c.MaxPasswordHashes == 0 {
 		c.MaxPasswordHashes = runtime.NumCPU()
@@ -115,6 +151,18 @@ func (c *Config) Validate() error {
 	if c.AccessTokenTTL < 0 {
 		errs = append(errs, fmt.Errorf("AccessTokenTTL %w: must not be negative", ErrConfigInvalid))
 	}
+	if c.RefreshTokenTTL < 0 {
+		errs = append(errs, fmt.Errorf("RefreshTokenTTL %w: must not be negative", ErrConfigInvalid))
+	}
+	if c.KeyRotationInterval < 0 {
+		errs = append(errs, fmt.Errorf("KeyRotationInterval %w: must not be negative", ErrConfigInvalid))
+	} else if c.KeyRotationInterval > 0 && c.KeyRotationInterval < c.AccessTokenTTL {
+		// Rotating faster than tokens expire piles up verifying keys.
+		errs = append(errs, fmt.Errorf("KeyRotationInterval %w: must be 0 or at least AccessTokenTTL", ErrConfigInvalid))
+	}
+	if c.KeyReloadInterval < 0 {
+		errs = append(errs, fmt.Errorf("KeyReloadInterval %w: must not be negative", ErrConfigInvalid))
+	}
 	if c.MaxPasswordHashes < 0 {
 		errs = append(errs, fmt.Errorf("MaxPasswordHashes %w: must not be negative", ErrConfigInvalid))
 	}
@@ -128,9 +176,11 @@ func (c *Config) Validate() error {
 type Server struct {
 	cfg      Config
 	log      zerolog.Logger
-	keys     *keySet
+	keys     atomic.Pointer[keySet]
 	hashes   *hashLimiter
 	provider fosite.OAuth2Provider
+	// csrfSecure marks the login page's cookie Secure: whenever BaseURL is HTTPS.
+	csrfSecure bool
 }
 
 // New loads the signing keys from the API-manager database, creating the
@@ -144,30 +194,45 @@ func New(ctx context.Context, cfg Config) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, keys: keys, hashes: newHashLimiter(cfg.MaxPasswordHashes, cfg.PasswordHashWait)}
-	s.provider, err = newProvider(cfg, keys, &store{apim: cfg.APIM, shared: cfg.Shared, hashes: s.hashes})
-	if err != nil {
-		return nil, err
-	}
+	s := &Server{cfg: cfg, log: cfg.Logger, hashes: newHashLimiter(cfg.MaxPasswordHashes, cfg.PasswordHashWait)}
+	s.csrfSecure = strings.HasPrefix(cfg.BaseURL, "https://")
+	s.keys.Store(keys)
+	s.provider = newProvider(cfg, s.signingKey, &store{apim: cfg.APIM, shared: cfg.Shared, hashes: s.hashes})
 	s.log.Info().Str("kid", keys.active.kid).Str("issuer", cfg.Issuer).Msg("key manager ready")
 	return s, nil
 }
 
-func newProvider(cfg Config, keys *keySet, st *store) (fosite.OAuth2Provider, error) {
-	// Refresh tokens and authorization codes are not served yet, but fosite's
-	// JWT strategy delegates them to an HMAC strategy, which needs a secret.
-	// A per-process random one is enough while nothing outlives the process.
-	global := make([]byte, 32)
-	if _, err := rand.Read(global); err != nil {
-		return nil, fmt.Errorf("generate hmac secret: %w", err)
+// providerConfig is fosite's configuration with one change: whether a
+// token response carries a refresh token is decided per request (noRefresh
+// in the context), not by a granted scope.
+type providerConfig struct {
+	*fosite.Config
+}
+
+type noRefreshKey struct{}
+
+// refreshNeverScope is a scope no one is granted: returned as the required
+// refresh-token scope, it keeps fosite from issuing a refresh token.
+const refreshNeverScope = "urn:apim:no-refresh-token"
+
+// GetRefreshTokenScopes implements fosite.RefreshTokenScopesProvider: none
+// required, unless the request is marked noRefresh.
+func (c providerConfig) GetRefreshTokenScopes(ctx context.Context) []string {
+	if ctx.Value(noRefreshKey{}) != nil {
+		return []string{refreshNeverScope}
 	}
+	return nil
+}
+
+func newProvider(cfg Config, signingKey func(context.Context) (any, error), st *store) fosite.OAuth2Provider {
 	fc := &fosite.Config{
-		AccessTokenLifespan: cfg.AccessTokenTTL,
-		AccessTokenIssuer:   cfg.Issuer,
-		IDTokenIssuer:       cfg.Issuer,
-		TokenURL:            cfg.BaseURL + PathToken,
-		JWTScopeClaimKey:    fjwt.JWTScopeFieldString,
-		GlobalSecret:        global,
+		AccessTokenLifespan:   cfg.AccessTokenTTL,
+		RefreshTokenLifespan:  cfg.RefreshTokenTTL,
+		AuthorizeCodeLifespan: authorizeCodeTTL,
+		AccessTokenIssuer:     cfg.Issuer,
+		IDTokenIssuer:         cfg.Issuer,
+		TokenURL:              cfg.BaseURL + PathToken,
+		JWTScopeClaimKey:      fjwt.JWTScopeFieldString,
 		// Client secrets are 32 random bytes, so a fast hash is as strong as
 		// bcrypt here, and bcrypt would cost ~100 ms on every token call.
 		ClientSecretsHasher: sha256Hasher{},
@@ -175,18 +240,39 @@ func newProvider(cfg Config, keys *keySet, st *store) (fosite.OAuth2Provider, er
 		// ones the user's (or the client owner's) roles allow and drops the
 		// rest silently, as WSO2 does.
 		ScopeStrategy: func([]string, string) bool { return true },
-		// No refresh tokens are issued until the refresh grant is served.
-		RefreshTokenScopes: []string{refreshNeverScope},
+		// PKCE with S256 on every authorization code, confidential clients
+		// included (OAuth 2.1); plain is refused.
+		EnforcePKCE:                    true,
+		EnforcePKCEForPublicClients:    true,
+		EnablePKCEPlainChallengeMethod: false,
+		// The token request must repeat the authorize request's redirect_uri.
+		SanitationWhiteList: []string{"redirect_uri"},
 	}
-	strategy := compose.NewOAuth2JWTStrategy(keys.signingKey, compose.NewOAuth2HMACStrategy(fc), fc)
-	return compose.Compose(fc, st, strategy,
+	conf := providerConfig{fc}
+	strategy := &oauth2.DefaultJWTStrategy{
+		Signer: &fjwt.DefaultSigner{GetPrivateKey: signingKey},
+		// Refresh tokens and codes are opaque, hashed with SHA-256.
+		HMACSHAStrategy: opaqueCore{},
+		Config:          conf,
+	}
+	provider := fosite.NewOAuth2Provider(st, conf)
+	for _, factory := range []compose.Factory{
+		compose.OAuth2AuthorizeExplicitFactory,
 		compose.OAuth2ClientCredentialsGrantFactory,
 		compose.OAuth2ResourceOwnerPasswordCredentialsFactory, //nolint:staticcheck // WSO2's REST flows use the password grant.
-	), nil
+		compose.OAuth2RefreshTokenGrantFactory,
+		compose.OAuth2PKCEFactory,
+	} {
+		res := factory(conf, st, strategy)
+		if h, ok := res.(fosite.AuthorizeEndpointHandler); ok {
+			fc.AuthorizeEndpointHandlers.Append(h)
+		}
+		if h, ok := res.(fosite.TokenEndpointHandler); ok {
+			fc.TokenEndpointHandlers.Append(h)
+		}
+	}
+	return provider
 }
-
-// refreshNeverScope is a scope no role grants, so fosite issues no refresh token.
-const refreshNeverScope = "urn:apim:refresh-not-supported"
 
 // Issuer is the iss of the tokens the server issues.
 func (s *Server) Issuer() string { return s.cfg.Issuer }
@@ -198,18 +284,35 @@ func (s *Server) Handler() http.Handler {
 	r.Post(PathToken, s.handleToken)
 	r.Get(PathJWKS, s.handleJWKS)
 	r.Get(PathDiscovery, s.handleDiscovery)
+	r.Get(PathIssuerDiscovery, s.handleDiscovery)
+	r.Post(PathRevoke, s.handleRevoke)
+	r.Post(PathIntrospect, s.handleIntrospect)
+	r.Get(PathUserinfo, s.handleUserinfo)
+	r.Post(PathUserinfo, s.handleUserinfo)
+	r.Get(PathAuthorize, s.handleAuthorize)
+	r.Post(PathAuthorize, s.handleLogin)
 	return r
 }
 
 func (s *Server) handleDiscovery(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{
-		"issuer":                                s.cfg.Issuer,
-		"token_endpoint":                        s.cfg.BaseURL + PathToken,
-		"jwks_uri":                              s.cfg.BaseURL + PathJWKS,
-		"registration_endpoint":                 s.cfg.BaseURL + PathRegister,
-		"grant_types_supported":                 []string{GrantClientCredentials, GrantPassword},
-		"token_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},
-		"id_token_signing_alg_values_supported": []string{"RS256"},
-		"subject_types_supported":               []string{"public"},
+		"issuer":                                        s.cfg.Issuer,
+		"token_endpoint":                                s.cfg.BaseURL + PathToken,
+		"jwks_uri":                                      s.cfg.BaseURL + PathJWKS,
+		"registration_endpoint":                         s.cfg.BaseURL + PathRegister,
+		"authorization_endpoint":                        s.cfg.BaseURL + PathAuthorize,
+		"revocation_endpoint":                           s.cfg.BaseURL + PathRevoke,
+		"introspection_endpoint":                        s.cfg.BaseURL + PathIntrospect,
+		"userinfo_endpoint":                             s.cfg.BaseURL + PathUserinfo,
+		"grant_types_supported":                         []string{GrantClientCredentials, GrantPassword, GrantRefreshToken, GrantAuthorizationCode},
+		"response_types_supported":                      []string{"code"},
+		"code_challenge_methods_supported":              []string{"S256"},
+		"scopes_supported":                              []string{DefaultScope},
+		"claims_supported":                              []string{"sub", "iss", "aud", "exp", "iat", "nbf", "jti", "client_id", "azp", "scope", "aut", "preferred_username"},
+		"token_endpoint_auth_methods_supported":         []string{"client_secret_basic", "client_secret_post"},
+		"revocation_endpoint_auth_methods_supported":    []string{"client_secret_basic", "client_secret_post"},
+		"introspection_endpoint_auth_methods_supported": []string{"client_secret_basic", "client_secret_post"},
+		"id_token_signing_alg_values_supported":         []string{"RS256"},
+		"subject_types_supported":                       []string{"public"},
 	})
 }

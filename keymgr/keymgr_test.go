@@ -192,7 +192,7 @@ func TestClientCredentialsGrant(t *testing.T) {
 			}
 
 			hdr, claims := e.verifyWithJWKS(t, tok.AccessToken)
-			if hdr.KeyID != e.s.keys.active.kid || hdr.Algorithm != "RS256" {
+			if hdr.KeyID != e.s.keys.Load().active.kid || hdr.Algorithm != "RS256" {
 				t.Errorf("header kid %q alg %q", hdr.KeyID, hdr.Algorithm)
 			}
 			want := map[string]any{
@@ -257,8 +257,8 @@ func TestPasswordGrant(t *testing.T) {
 			if got := tok.Extra("scope"); got != tc.wantScope {
 				t.Errorf("scope %q, want %q", got, tc.wantScope)
 			}
-			if tok.RefreshToken != "" {
-				t.Error("a refresh token was issued; the refresh grant is not served")
+			if !strings.HasPrefix(tok.RefreshToken, refreshTokenPrefix) {
+				t.Errorf("refresh token %q: want one, the client has the refresh grant", tok.RefreshToken)
 			}
 			_, claims := e.verifyWithJWKS(t, tok.AccessToken)
 			if claims["sub"] != "bob" || claims["client_id"] != id || claims["scope"] != tc.wantScope {
@@ -339,7 +339,7 @@ func TestDiscoveryAndJWKS(t *testing.T) {
 			t.Errorf("%s = %v, want %v", k, doc[k], v)
 		}
 	}
-	if got := mustJSON(t, doc["grant_types_supported"]); got != `["client_credentials","password"]` {
+	if got := mustJSON(t, doc["grant_types_supported"]); got != `["client_credentials","password","refresh_token","authorization_code"]` {
 		t.Errorf("grant_types_supported %s", got)
 	}
 	if got := mustJSON(t, doc["token_endpoint_auth_methods_supported"]); got != `["client_secret_basic","client_secret_post"]` {
@@ -354,13 +354,13 @@ func TestDiscoveryAndJWKS(t *testing.T) {
 		t.Fatalf("%d keys", len(jwks.Keys))
 	}
 	k := jwks.Keys[0]
-	if k["kty"] != "RSA" || k["use"] != "sig" || k["alg"] != "RS256" || k["kid"] != e.s.keys.active.kid || k["n"] == nil || k["e"] == nil {
+	if k["kty"] != "RSA" || k["use"] != "sig" || k["alg"] != "RS256" || k["kid"] != e.s.keys.Load().active.kid || k["n"] == nil || k["e"] == nil {
 		t.Errorf("jwk %v", k)
 	}
 	if _, private := k["d"]; private {
 		t.Error("the JWKS publishes a private key")
 	}
-	if got := e.s.PublicKeys(); len(got) != 1 || !got[0].IsPublic() || got[0].KeyID != e.s.keys.active.kid {
+	if got := e.s.PublicKeys(); len(got) != 1 || !got[0].IsPublic() || got[0].KeyID != e.s.keys.Load().active.kid {
 		t.Errorf("PublicKeys() = %v", got)
 	}
 	if e.s.Issuer() != e.ts.URL+"/oauth2/token" {
@@ -400,8 +400,8 @@ func TestSigningKeyCreatedOnceAcrossReplicas(t *testing.T) {
 		if errs[i] != nil {
 			t.Fatalf("replica %d: %v", i, errs[i])
 		}
-		if servers[i].keys.active.kid != servers[0].keys.active.kid {
-			t.Errorf("replica %d signs with %s, replica 0 with %s", i, servers[i].keys.active.kid, servers[0].keys.active.kid)
+		if servers[i].keys.Load().active.kid != servers[0].keys.Load().active.kid {
+			t.Errorf("replica %d signs with %s, replica 0 with %s", i, servers[i].keys.Load().active.kid, servers[0].keys.Load().active.kid)
 		}
 	}
 	var n int
@@ -411,8 +411,8 @@ func TestSigningKeyCreatedOnceAcrossReplicas(t *testing.T) {
 
 	// A restart reuses the stored key, and verifies the other replicas' tokens.
 	e := newEnvOn(t, apim, shared)
-	if e.s.keys.active.kid != servers[0].keys.active.kid {
-		t.Errorf("restart signs with a new key %s", e.s.keys.active.kid)
+	if e.s.keys.Load().active.kid != servers[0].keys.Load().active.kid {
+		t.Errorf("restart signs with a new key %s", e.s.keys.Load().active.kid)
 	}
 	e.user(t, "alice", "alice-password-1")
 	id, secret := e.client(t, "alice", "app", GrantClientCredentials)
@@ -420,7 +420,7 @@ func TestSigningKeyCreatedOnceAcrossReplicas(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := servers[1].keys.verifyToken(tok.AccessToken, e.s.Issuer(), time.Now()); err != nil {
+	if _, err := servers[1].keys.Load().verifyToken(tok.AccessToken, e.s.Issuer(), time.Now()); err != nil {
 		t.Errorf("another replica rejects the token: %v", err)
 	}
 }
@@ -453,11 +453,10 @@ func TestVerifyTokenRejects(t *testing.T) {
 	key := testKey(t)
 	other := testKey(t)
 	ks := newKeySet(signingKey{kid: "k1", priv: key})
-	s := &Server{cfg: Config{Issuer: iss}, keys: ks}
-	ctx := context.Background()
+	verify := func(raw string) (*verified, error) { return ks.verifyToken(raw, iss, time.Now()) }
 
 	good := signTest(t, key, "k1", validClaims(iss))
-	p, err := s.VerifyToken(ctx, good)
+	p, err := verify(good)
 	if err != nil || p.Subject != "bob" || p.ClientID != "c1" || !p.HasScope("apim:api_view") {
 		t.Fatalf("good token: %+v, %v", p, err)
 	}
@@ -507,7 +506,7 @@ func TestVerifyTokenRejects(t *testing.T) {
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
-			p, err := s.VerifyToken(ctx, tc.raw)
+			p, err := verify(tc.raw)
 			if !errors.Is(err, tc.want) {
 				t.Errorf("VerifyToken = %+v, %v; want %v", p, err, tc.want)
 			}

@@ -3,7 +3,6 @@ package keymgr
 import (
 	"context"
 	"crypto"
-	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
 	"encoding/base64"
@@ -37,8 +36,10 @@ type signingKey struct {
 // It is immutable after loading.
 type keySet struct {
 	active signingKey
-	verify map[string]*rsa.PublicKey // by kid, the active key included
-	jwks   []jose.JSONWebKey
+	// activeSince is when the active key was created, for scheduled rotation.
+	activeSince time.Time
+	verify      map[string]*rsa.PublicKey // by kid, the active key included
+	jwks        []jose.JSONWebKey
 }
 
 func newKeySet(active signingKey, others ...signingKey) *keySet {
@@ -58,9 +59,18 @@ func newKeySet(active signingKey, others ...signingKey) *keySet {
 	return ks
 }
 
-// signingKey is fosite's key getter: it signs with the active key.
-func (ks *keySet) signingKey(context.Context) (any, error) {
-	return ks.active.priv, nil
+// keySetKey carries, in a token request's context, the key set whose active
+// key's kid the request put in the token header, so that a rotation between
+// setting the header and signing cannot mismatch the two.
+type keySetKey struct{}
+
+// signingKey is fosite's key getter: it signs with the active key of the
+// request's key set, else of the current one.
+func (s *Server) signingKey(ctx context.Context) (any, error) {
+	if ks, ok := ctx.Value(keySetKey{}).(*keySet); ok {
+		return ks.active.priv, nil
+	}
+	return s.keys.Load().active.priv, nil
 }
 
 // loadOrCreateKeys reads the active and still-valid retired keys; on first
@@ -71,19 +81,10 @@ func loadOrCreateKeys(ctx context.Context, db *pgxpool.Pool) (*keySet, error) {
 	if err == nil || !errors.Is(err, errNoActiveKey) {
 		return ks, err
 	}
-	priv, err := rsa.GenerateKey(rand.Reader, rsaBits)
-	if err != nil {
-		return nil, fmt.Errorf("generate signing key: %w", err)
-	}
-	kid, err := keyID(&priv.PublicKey)
+	kid, pemText, err := generateKey()
 	if err != nil {
 		return nil, err
 	}
-	der, err := x509.MarshalPKCS8PrivateKey(priv)
-	if err != nil {
-		return nil, fmt.Errorf("encode signing key: %w", err)
-	}
-	pemText := string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}))
 	if _, err := db.Exec(ctx, `
 		INSERT INTO signing_keys (kid, private_key_pem) VALUES ($1, $2)
 		ON CONFLICT ((retired_at IS NULL)) WHERE retired_at IS NULL DO NOTHING`,
@@ -97,7 +98,7 @@ var errNoActiveKey = errors.New("no active signing key")
 
 func loadKeys(ctx context.Context, db *pgxpool.Pool) (*keySet, error) {
 	rows, err := db.Query(ctx, `
-		SELECT kid, private_key_pem, retired_at IS NULL
+		SELECT kid, private_key_pem, retired_at IS NULL, created_at
 		FROM signing_keys
 		WHERE retired_at IS NULL OR retired_at > now()
 		ORDER BY created_at DESC`)
@@ -106,15 +107,17 @@ func loadKeys(ctx context.Context, db *pgxpool.Pool) (*keySet, error) {
 	}
 	defer rows.Close()
 	var (
-		active signingKey
-		others []signingKey
+		active      signingKey
+		activeSince time.Time
+		others      []signingKey
 	)
 	for rows.Next() {
 		var (
 			kid, pemText string
 			isActive     bool
+			created      time.Time
 		)
-		if err := rows.Scan(&kid, &pemText, &isActive); err != nil {
+		if err := rows.Scan(&kid, &pemText, &isActive, &created); err != nil {
 			return nil, fmt.Errorf("load signing keys: %w", err)
 		}
 		priv, err := parsePrivateKey(pemText)
@@ -122,7 +125,7 @@ func loadKeys(ctx context.Context, db *pgxpool.Pool) (*keySet, error) {
 			return nil, fmt.Errorf("signing key %s: %w", kid, err)
 		}
 		if isActive {
-			active = signingKey{kid: kid, priv: priv}
+			active, activeSince = signingKey{kid: kid, priv: priv}, created
 		} else {
 			others = append(others, signingKey{kid: kid, priv: priv})
 		}
@@ -133,7 +136,9 @@ func loadKeys(ctx context.Context, db *pgxpool.Pool) (*keySet, error) {
 	if active.priv == nil {
 		return nil, errNoActiveKey
 	}
-	return newKeySet(active, others...), nil
+	ks := newKeySet(active, others...)
+	ks.activeSince = activeSince
+	return ks, nil
 }
 
 func parsePrivateKey(pemText string) (*rsa.PrivateKey, error) {
@@ -164,19 +169,19 @@ func keyID(pub *rsa.PublicKey) (string, error) {
 // PublicKeys returns the keys that verify the server's tokens, for an
 // in-process verifier such as the all-in-one gateway's ext_authz.
 func (s *Server) PublicKeys() []jose.JSONWebKey {
-	return append([]jose.JSONWebKey(nil), s.keys.jwks...)
+	return append([]jose.JSONWebKey(nil), s.keys.Load().jwks...)
 }
 
 // Key returns the public key with the given kid, so that a gateway in the same
 // process verifies tokens without fetching the JWKS.
 func (s *Server) Key(kid string) (crypto.PublicKey, bool) {
-	k, ok := s.keys.verify[kid]
+	k, ok := s.keys.Load().verify[kid]
 	return k, ok
 }
 
 func (s *Server) handleJWKS(w http.ResponseWriter, _ *http.Request) {
 	w.Header().Set("Cache-Control", "public, max-age=300")
-	writeJSON(w, http.StatusOK, jose.JSONWebKeySet{Keys: s.keys.jwks})
+	writeJSON(w, http.StatusOK, jose.JSONWebKeySet{Keys: s.keys.Load().jwks})
 }
 
 // Sentinel token verification errors.
@@ -190,19 +195,73 @@ var (
 type tokenClaims struct {
 	ClientID string `json:"client_id"`
 	Scope    string `json:"scope"`
+	// Aut is WSO2's authorized user type: APPLICATION for a client's own
+	// token, APPLICATION_USER for a user's.
+	Aut string `json:"aut"`
+}
+
+// Values of the aut claim.
+const (
+	autApplication     = "APPLICATION"
+	autApplicationUser = "APPLICATION_USER"
+)
+
+// ErrTokenRevoked is returned by VerifyToken for a revoked token.
+var ErrTokenRevoked = errors.New("token is revoked")
+
+// verified is a verified access token.
+type verified struct {
+	model.Principal
+	jti      string
+	aut      string
+	audience []string
+	issuedAt time.Time
+}
+
+// userToken reports whether the token was issued to a user (password or
+// authorization_code grant, or a refresh of those) rather than to the client
+// itself. Tokens from before the aut claim count as users' when the subject
+// is not the client.
+func (v *verified) userToken() bool {
+	if v.aut != "" {
+		return v.aut == autApplicationUser
+	}
+	return v.Subject != v.ClientID
 }
 
 // VerifyToken verifies a JWT access token this server issued: RS256 signature
-// by a current key, issuer, expiry and not-before. It does not consult
-// revocations.
+// by a current key, issuer, expiry, not-before, and that it is not revoked
+// (ErrTokenRevoked).
 func (s *Server) VerifyToken(ctx context.Context, raw string) (*model.Principal, error) {
+	v, err := s.verify(ctx, raw)
+	if err != nil {
+		return nil, err
+	}
+	return &v.Principal, nil
+}
+
+func (s *Server) verify(ctx context.Context, raw string) (*verified, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	return s.keys.verifyToken(raw, s.cfg.Issuer, time.Now())
+	v, err := s.keys.Load().verifyToken(raw, s.cfg.Issuer, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	if v.jti == "" {
+		return nil, fmt.Errorf("%w: no jti", ErrTokenClaims)
+	}
+	revoked, err := s.Revoked(ctx, v.jti)
+	if err != nil {
+		return nil, err
+	}
+	if revoked {
+		return nil, ErrTokenRevoked
+	}
+	return v, nil
 }
 
-func (ks *keySet) verifyToken(raw, issuer string, now time.Time) (*model.Principal, error) {
+func (ks *keySet) verifyToken(raw, issuer string, now time.Time) (*verified, error) {
 	tok, err := josejwt.ParseSigned(raw, []jose.SignatureAlgorithm{jose.RS256})
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrTokenMalformed, err)
@@ -233,10 +292,19 @@ func (ks *keySet) verifyToken(raw, issuer string, now time.Time) (*model.Princip
 	if err := std.ValidateWithLeeway(josejwt.Expected{Issuer: issuer, Time: now}, clockLeeway); err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrTokenClaims, err)
 	}
-	return &model.Principal{
-		Subject:   std.Subject,
-		ClientID:  extra.ClientID,
-		Scopes:    strings.Fields(extra.Scope),
-		ExpiresAt: std.Expiry.Time(),
-	}, nil
+	v := &verified{
+		Principal: model.Principal{
+			Subject:   std.Subject,
+			ClientID:  extra.ClientID,
+			Scopes:    strings.Fields(extra.Scope),
+			ExpiresAt: std.Expiry.Time(),
+		},
+		jti:      std.ID,
+		aut:      extra.Aut,
+		audience: std.Audience,
+	}
+	if std.IssuedAt != nil {
+		v.issuedAt = std.IssuedAt.Time()
+	}
+	return v, nil
 }

@@ -17,12 +17,11 @@ import (
 	"github.com/ory/fosite/handler/oauth2"
 )
 
-// store implements the fosite storage the two served grants need, on
-// PostgreSQL. Clients are read from oauth_clients. Access tokens are
-// self-contained JWTs, so access-token sessions are not stored (Create is a
-// no-op, Get finds nothing): revocation is by the token's jti, elsewhere.
-// Refresh tokens are never issued (see refreshNeverScope), so their storage
-// is a no-op too.
+// store implements the fosite storage of the served grants on PostgreSQL.
+// Clients are read from oauth_clients. Access tokens are self-contained
+// JWTs, so access-token sessions are not stored (Create is a no-op, Get
+// finds nothing): revocation is by the token's jti (revoked_tokens).
+// Refresh tokens and authorization codes are stored hashed (tokens.go).
 type store struct {
 	apim   *pgxpool.Pool
 	shared *pgxpool.Pool
@@ -33,6 +32,8 @@ var (
 	_ fosite.Storage                                      = (*store)(nil)
 	_ oauth2.ClientCredentialsGrantStorage                = (*store)(nil)
 	_ oauth2.ResourceOwnerPasswordCredentialsGrantStorage = (*store)(nil)
+	_ oauth2.CoreStorage                                  = (*store)(nil)
+	_ oauth2.TokenRevocationStorage                       = (*store)(nil)
 )
 
 // client is an oauth_clients row as fosite sees it.
@@ -89,22 +90,6 @@ func (st *store) GetAccessTokenSession(context.Context, string, fosite.Session) 
 
 // DeleteAccessTokenSession is a no-op: no sessions are stored.
 func (st *store) DeleteAccessTokenSession(context.Context, string) error { return nil }
-
-// CreateRefreshTokenSession is a no-op: no refresh tokens are issued.
-func (st *store) CreateRefreshTokenSession(context.Context, string, string, fosite.Requester) error {
-	return nil
-}
-
-// GetRefreshTokenSession finds nothing: no refresh tokens are issued.
-func (st *store) GetRefreshTokenSession(context.Context, string, fosite.Session) (fosite.Requester, error) {
-	return nil, fosite.ErrNotFound
-}
-
-// DeleteRefreshTokenSession is a no-op: no refresh tokens are issued.
-func (st *store) DeleteRefreshTokenSession(context.Context, string) error { return nil }
-
-// RotateRefreshToken is a no-op: no refresh tokens are issued.
-func (st *store) RotateRefreshToken(context.Context, string, string) error { return nil }
 
 // Authenticate implements the password grant's user check against the shared
 // database. Bad credentials are fosite.ErrNotFound, which fosite answers with
@@ -164,14 +149,15 @@ func randomToken(n int) (string, error) {
 	return base64.RawURLEncoding.EncodeToString(b), nil
 }
 
-// knownGrantTypes are the grant types a client may be registered with. Only
-// client_credentials and password are served by the token endpoint today;
-// the others are stored so WSO2 tooling that asks for them keeps working.
+// knownGrantTypes are the grant types a client may be registered with.
+// client_credentials, password, refresh_token and authorization_code are
+// served; the others are stored so WSO2 tooling that asks for them keeps
+// working.
 var knownGrantTypes = map[string]bool{
 	GrantClientCredentials: true,
 	GrantPassword:          true,
 	GrantRefreshToken:      true,
-	"authorization_code":   true,
+	GrantAuthorizationCode: true,
 	"implicit":             true,
 	"iwa:ntlm":             true,
 	"urn:ietf:params:oauth:grant-type:jwt-bearer":     true,

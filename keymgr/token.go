@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/ory/fosite"
 	"github.com/ory/fosite/handler/oauth2"
 	fjwt "github.com/ory/fosite/token/jwt"
@@ -16,12 +17,9 @@ import (
 // the grant; between its request and response steps we decide the granted
 // scopes and fill in the claims WSO2's tokens carry.
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
-	ctx := r.Context()
-	sess := &oauth2.JWTSession{
-		JWTClaims: &fjwt.JWTClaims{},
-		JWTHeader: &fjwt.Headers{Extra: map[string]any{"kid": s.keys.active.kid}},
-	}
-	ar, err := s.provider.NewAccessRequest(ctx, r, sess)
+	ks := s.keys.Load()
+	ctx := context.WithValue(r.Context(), keySetKey{}, ks)
+	ar, err := s.provider.NewAccessRequest(ctx, r, newSession(ks))
 	if errors.Is(err, ErrBusy) {
 		w.Header().Set("Retry-After", retryAfter)
 		err = fosite.ErrTemporarilyUnavailable.WithWrap(err)
@@ -35,13 +33,26 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		s.tokenError(ctx, w, ar, fosite.ErrServerError.WithDebugf("client is %T", ar.GetClient()))
 		return
 	}
+	// The refresh and authorization_code grants bring the session stored
+	// with the grant, not the one passed above.
+	sess, err := sessionOf(ar)
+	if err != nil {
+		s.tokenError(ctx, w, ar, fosite.ErrServerError.WithWrap(err))
+		return
+	}
+	grant := ar.GetGrantTypes()[0]
 
 	// The subject: the user for the password grant (fosite set it from the
-	// authenticated username), the client for client_credentials.
-	subject, scopeOwner := c.ID, c.Owner
+	// authenticated username) and for the grants that continue a user's
+	// (authorization_code, refresh_token); the client for client_credentials.
+	subject, scopeOwner, aut := c.ID, c.Owner, autApplication
 	extraScopes := []string{DefaultScope}
-	if ar.GetGrantTypes().ExactOne(GrantPassword) {
-		subject, scopeOwner, extraScopes = sess.Subject, sess.Subject, nil
+	if grant != GrantClientCredentials {
+		subject, scopeOwner, extraScopes, aut = sess.Subject, sess.Subject, nil, autApplicationUser
+	}
+	if subject == "" {
+		s.tokenError(ctx, w, ar, fosite.ErrServerError.WithDebug("no subject in the session"))
+		return
 	}
 	// An application's key calls APIs, not the REST APIs: its tokens get no
 	// role scopes, whoever owns the application and whatever the grant.
@@ -55,18 +66,45 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	for _, sc := range extraScopes {
 		allowed[sc] = true
 	}
-	for _, sc := range grantScopes(ar.GetRequestedScopes(), allowed) {
-		ar.GrantScope(sc)
+	switch grant {
+	case GrantAuthorizationCode:
+		// fosite grants the scopes the user granted at the login, minutes
+		// ago, when it issues the token.
+	case GrantRefreshToken:
+		// The scopes granted before, less those the user's roles no longer
+		// allow.
+		req, ok := ar.(*fosite.AccessRequest)
+		if !ok {
+			s.tokenError(ctx, w, ar, fosite.ErrServerError.WithDebugf("request is %T", ar))
+			return
+		}
+		req.GrantedScope = grantScopes(req.GrantedScope, allowed)
+	default:
+		for _, sc := range grantScopes(ar.GetRequestedScopes(), allowed) {
+			ar.GrantScope(sc)
+		}
+		ar.GrantAudience(c.ID)
 	}
-	ar.GrantAudience(c.ID)
 
 	now := time.Now().UTC().Truncate(time.Second)
 	sess.Subject = subject
-	sess.JWTClaims.Subject = subject
-	sess.JWTClaims.IssuedAt = now
-	sess.JWTClaims.NotBefore = now
-	sess.JWTClaims.Extra = map[string]any{"azp": c.ID, "client_id": c.ID}
+	sess.Username = subject
+	sess.JWTHeader = &fjwt.Headers{Extra: map[string]any{"kid": ks.active.kid}}
+	sess.JWTClaims = &fjwt.JWTClaims{
+		Subject:   subject,
+		IssuedAt:  now,
+		NotBefore: now,
+		// Set here, not by fosite, so that the refresh token stored with
+		// this access token knows its jti (revoking a family revokes it).
+		JTI:   uuid.NewString(),
+		Extra: map[string]any{"azp": c.ID, "client_id": c.ID, "aut": aut},
+	}
 
+	// Refresh tokens go with a user's grants (RFC 6749 4.4.3: not with
+	// client_credentials), to clients registered for the refresh grant.
+	if grant == GrantClientCredentials || !c.GetGrantTypes().Has(GrantRefreshToken) {
+		ctx = context.WithValue(ctx, noRefreshKey{}, true)
+	}
 	resp, err := s.provider.NewAccessResponse(ctx, ar)
 	if err != nil {
 		s.tokenError(ctx, w, ar, err)
@@ -74,8 +112,17 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 	resp.SetTokenType("Bearer")
 	s.provider.WriteAccessResponse(ctx, w, ar, resp)
-	s.log.Info().Str("client_id", c.ID).Str("grant_type", ar.GetGrantTypes()[0]).
-		Strs("scopes", ar.GetGrantedScopes()).Msg("token issued")
+	s.log.Info().Str("client_id", c.ID).Str("grant_type", grant).
+		Strs("scopes", ar.GetGrantedScopes()).Bool("refresh_token", resp.GetExtra("refresh_token") != nil).
+		Msg("token issued")
+}
+
+// newSession is the session of a new token request.
+func newSession(ks *keySet) *oauth2.JWTSession {
+	return &oauth2.JWTSession{
+		JWTClaims: &fjwt.JWTClaims{},
+		JWTHeader: &fjwt.Headers{Extra: map[string]any{"kid": ks.active.kid}},
+	}
 }
 
 // grantScopes keeps the requested scopes that are allowed, in request order,
