@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/apim-dev/apim/internal/migrate"
 	"github.com/apim-dev/apim/internal/pgtest"
 )
@@ -56,5 +58,34 @@ func TestConfigErrorsNameTheKey(t *testing.T) {
 				t.Errorf("apim %v = %v\n%s\nwant a failure saying %q", tc.args, err, out, tc.want)
 			}
 		})
+	}
+}
+
+// TestRotateKeysCommand runs `apim rotate-keys` twice on a fresh database:
+// each run adds a signing key and retires the one before it.
+func TestRotateKeysCommand(t *testing.T) {
+	apimURL, sharedURL := pgtest.New(t)
+	for i := range 2 {
+		cmd := exec.Command(apimBin, "rotate-keys", "-profile", "control-plane")
+		cmd.Env = append(os.Environ(), "APIM_DATABASE_APIM_URL="+apimURL, "APIM_DATABASE_SHARED_URL="+sharedURL,
+			"APIM_KAFKA_BROKERS=127.0.0.1:1", "APIM_ADMIN_PASSWORD=x", "APIM_DATA_DIR="+t.TempDir())
+		out, err := cmd.CombinedOutput()
+		if err != nil || !strings.Contains(string(out), "rotated the token signing key") {
+			t.Fatalf("apim rotate-keys (run %d): %v\n%s", i+1, err, out)
+		}
+	}
+	db, err := pgx.Connect(context.Background(), apimURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(context.Background())
+	var active, retiring int
+	if err := db.QueryRow(context.Background(),
+		`SELECT count(*) FILTER (WHERE retired_at IS NULL), count(*) FILTER (WHERE retired_at > now()) FROM signing_keys`).Scan(&active, &retiring); err != nil {
+		t.Fatal(err)
+	}
+	// The first run creates the first key and rotates it; the second rotates again.
+	if active != 1 || retiring != 2 {
+		t.Errorf("signing keys: %d active, %d still verifying; want 1 and 2", active, retiring)
 	}
 }

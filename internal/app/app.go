@@ -53,8 +53,10 @@ func Main(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		defer dbs.close()
+		dbs.close()
 		return nil
+	case cmdRotateKeys:
+		return rotateKeys(ctx, cfg, log, stdout)
 	}
 	return run(ctx, cfg, log)
 }

@@ -16,6 +16,7 @@ const (
 	cmdMigrate        = "migrate"
 	cmdEnvoyBootstrap = "envoy-bootstrap"
 	cmdSampleBackend  = "sample-backend"
+	cmdRotateKeys     = "rotate-keys"
 	cmdVersion        = "version"
 )
 
@@ -37,6 +38,7 @@ const usage = `usage: apim [command] [flags]
 commands:
   run              run the configured profile (default)
   migrate          apply the database migrations and exit
+  rotate-keys      make a new token signing key active; the old one verifies until its tokens expire
   envoy-bootstrap  write the bootstrap an Envoy beside this gateway starts with
   sample-backend   serve the small echo backend used by make run and the tests
   version          print the version
@@ -59,7 +61,7 @@ func parseArgs(args []string, stderr io.Writer) (options, error) {
 	fs.StringVar(&o.configFile, "config", "", "configuration file (YAML); APIM_* environment variables override it")
 	fs.StringVar(&o.profile, "profile", "", "profile: all-in-one, control-plane, gateway or traffic-manager (overrides the config)")
 	switch o.command {
-	case cmdRun, cmdMigrate, cmdVersion:
+	case cmdRun, cmdMigrate, cmdVersion, cmdRotateKeys:
 	case cmdEnvoyBootstrap:
 		fs.StringVar(&o.out, "out", "", "file to write the bootstrap to (required)")
 		fs.StringVar(&o.nodeID, "node-id", "apim-gateway", "Envoy node id")

@@ -7,6 +7,7 @@ import (
 	"crypto/tls"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -182,14 +183,11 @@ func (s *system) controlPlaneParts(ctx context.Context) (*controlPlane, error) {
 	if err != nil {
 		return nil, err
 	}
-	km, err := keymgr.New(ctx, keymgr.Config{
-		BaseURL: s.cfg.HTTP.BaseURL, Issuer: s.cfg.KeyManager.Issuer,
-		APIM: dbs.apim, Shared: dbs.shared, AccessTokenTTL: s.cfg.KeyManager.AccessTokenTTL,
-		Logger: s.log("keymgr"),
-	})
+	km, err := keymgr.New(ctx, keyManagerConfig(s.cfg, dbs, s.log("keymgr")))
 	if err != nil {
 		return nil, err
 	}
+	s.add(km)
 	if err := s.ensureAdmin(ctx, dbs.shared); err != nil {
 		return nil, err
 	}
@@ -241,6 +239,36 @@ func (s *system) controlPlaneParts(ctx context.Context) (*controlPlane, error) {
 		})
 	}))
 	return &controlPlane{brokers: brokers, store: st, keys: km}, nil
+}
+
+func keyManagerConfig(cfg config.Config, dbs *databases, log zerolog.Logger) keymgr.Config {
+	return keymgr.Config{
+		BaseURL: cfg.HTTP.BaseURL, Issuer: cfg.KeyManager.Issuer,
+		APIM: dbs.apim, Shared: dbs.shared,
+		AccessTokenTTL: cfg.KeyManager.AccessTokenTTL, RefreshTokenTTL: cfg.KeyManager.RefreshTokenTTL,
+		KeyRotationInterval: cfg.KeyManager.KeyRotationInterval,
+		Logger:              log,
+	}
+}
+
+// rotateKeys makes a new signing key active: running control planes pick it
+// up at their next key reload, and the old key keeps verifying until every
+// token it signed has expired.
+func rotateKeys(ctx context.Context, cfg config.Config, root zerolog.Logger, stdout io.Writer) error {
+	dbs, err := openDatabases(ctx, cfg, root)
+	if err != nil {
+		return err
+	}
+	defer dbs.close()
+	km, err := keymgr.New(ctx, keyManagerConfig(cfg, dbs, logging.Component(root, "keymgr")))
+	if err != nil {
+		return err
+	}
+	if err := km.RotateKeys(ctx); err != nil {
+		return err
+	}
+	fmt.Fprintln(stdout, "rotated the token signing key")
+	return nil
 }
 
 // ensureAdmin creates the administrator on first start. Only all-in-one may

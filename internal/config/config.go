@@ -93,8 +93,10 @@ type Gateway struct {
 
 // KeyManager configures the resident key manager.
 type KeyManager struct {
-	Issuer         string        `yaml:"issuer"`
-	AccessTokenTTL time.Duration `yaml:"access_token_ttl"`
+	Issuer              string        `yaml:"issuer"`
+	AccessTokenTTL      time.Duration `yaml:"access_token_ttl"`
+	RefreshTokenTTL     time.Duration `yaml:"refresh_token_ttl"`
+	KeyRotationInterval time.Duration `yaml:"key_rotation_interval"` // 0: rotate only with apim rotate-keys
 }
 
 // Admin is the administrator created on first start.
@@ -121,7 +123,7 @@ func Default() Config {
 			ControlPlaneURL:   "https://localhost:9443",
 			RateLimitFailOpen: true,
 		},
-		KeyManager: KeyManager{Issuer: "https://localhost:9443/oauth2/token", AccessTokenTTL: time.Hour},
+		KeyManager: KeyManager{Issuer: "https://localhost:9443/oauth2/token", AccessTokenTTL: time.Hour, RefreshTokenTTL: 24 * time.Hour},
 		Admin:      Admin{Username: "admin"},
 	}
 }
@@ -296,6 +298,12 @@ func (c *Config) Validate() error {
 	}
 	if c.KeyManager.AccessTokenTTL < time.Minute {
 		bad("key_manager.access_token_ttl", "must be at least 1m")
+	}
+	if c.KeyManager.RefreshTokenTTL < c.KeyManager.AccessTokenTTL {
+		bad("key_manager.refresh_token_ttl", "must be at least key_manager.access_token_ttl")
+	}
+	if ki := c.KeyManager.KeyRotationInterval; ki != 0 && ki < c.KeyManager.AccessTokenTTL {
+		bad("key_manager.key_rotation_interval", "must be 0 (never) or at least key_manager.access_token_ttl")
 	}
 	if c.Admin.Username == "" {
 		bad("admin.username", "is required")
