@@ -18,6 +18,7 @@ type verified struct {
 	subject  string
 	clientID string
 	scope    string // space-separated
+	jti      string // the token's id, checked against the revocations
 	exp      int64  // unix seconds; 0 means none
 	nbf      int64
 

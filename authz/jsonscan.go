@@ -207,6 +207,8 @@ func parseClaims(b []byte, c *claims) error {
 			c.ClientID, err = jsonString(val)
 		case "scope":
 			c.Scope, err = jsonString(val)
+		case "jti":
+			c.JTI, err = jsonString(val)
 		case "aud":
 			c.Audience, err = jsonAudience(val)
 		case "exp":

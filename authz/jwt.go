@@ -47,6 +47,7 @@ type claims struct {
 	Expiry    *number  `json:"exp"`
 	NotBefore *number  `json:"nbf"`
 	Scope     string   `json:"scope"`
+	JTI       string   `json:"jti"`
 }
 
 // number is a NumericDate: seconds, possibly fractional.

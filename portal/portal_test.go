@@ -74,6 +74,7 @@ type env struct {
 var allScopes = []string{
 	"apim:api_view", "apim:api_create", "apim:api_publish", "apim:api_delete", "apim:subscribe",
 	"apim:app_manage", "apim:sub_manage", "apim:admin", "apim:tier_view", "apim:tier_manage",
+	"apim:subscription_view", "apim:subscription_block",
 }
 
 func newEnv(t *testing.T, maxBody int64) *env {
@@ -701,6 +702,9 @@ func TestAuth(t *testing.T) {
 		{"POST", pubBase + "/apis/" + api.ID + "/deploy-revision?revisionId=x"},
 		{"POST", pubBase + "/apis/" + api.ID + "/undeploy-revision?revisionId=x"},
 		{"POST", pubBase + "/apis/change-lifecycle?apiId=" + api.ID + "&action=Block"},
+		{"GET", pubBase + "/subscriptions?apiId=" + api.ID},
+		{"POST", pubBase + "/subscriptions/block-subscription?subscriptionId=x&blockState=BLOCKED"},
+		{"POST", pubBase + "/subscriptions/unblock-subscription?subscriptionId=x"},
 		{"POST", devBase + "/applications"},
 		{"GET", devBase + "/applications"},
 		{"GET", devBase + "/applications/x"},
@@ -732,6 +736,9 @@ func TestAuth(t *testing.T) {
 		{"DELETE", pubBase + "/apis/" + api.ID, "bob-token", nil},
 		{"POST", pubBase + "/apis/change-lifecycle?apiId=" + api.ID + "&action=Block", "viewer-token", nil},
 		{"GET", pubBase + "/apis", "eve-token", nil},
+		{"GET", pubBase + "/subscriptions?apiId=" + api.ID, "bob-token", nil},
+		{"POST", pubBase + "/subscriptions/block-subscription?subscriptionId=x&blockState=BLOCKED", "bob-token", nil},
+		{"POST", pubBase + "/subscriptions/unblock-subscription?subscriptionId=x", "viewer-token", nil},
 		{"POST", devBase + "/applications", "viewer-token", `{"name":"v","throttlingPolicy":"Unlimited"}`},
 		{"POST", devBase + "/subscriptions", "viewer-token", `{}`},
 		{"GET", admBase + "/throttling/policies/subscription", "bob-token", nil},

@@ -21,6 +21,8 @@ var (
 	scopesAPIDeploy  = []string{"apim:api_publish", "apim:api_create", "apim:api_manage"}
 	scopesAPIPublish = []string{"apim:api_publish", "apim:api_manage"}
 	scopesAPIDelete  = []string{"apim:api_delete", "apim:api_manage"}
+	scopesSubView    = []string{"apim:subscription_view", "apim:subscription_manage", "apim:api_manage"}
+	scopesSubBlock   = []string{"apim:subscription_block", "apim:subscription_manage", "apim:api_manage"}
 )
 
 func (p *Portal) publisherRoutes(r chi.Router) {
@@ -36,6 +38,9 @@ func (p *Portal) publisherRoutes(r chi.Router) {
 	r.With(p.authorize(scopesAPIView...)).Get("/apis/{apiId}/revisions", p.listRevisions)
 	r.With(p.authorize(scopesAPIDeploy...)).Post("/apis/{apiId}/deploy-revision", p.deployRevision)
 	r.With(p.authorize(scopesAPIDeploy...)).Post("/apis/{apiId}/undeploy-revision", p.undeployRevision)
+	r.With(p.authorize(scopesSubView...)).Get("/subscriptions", p.pubListSubscriptions)
+	r.With(p.authorize(scopesSubBlock...)).Post("/subscriptions/block-subscription", p.blockSubscription)
+	r.With(p.authorize(scopesSubBlock...)).Post("/subscriptions/unblock-subscription", p.unblockSubscription)
 }
 
 // apiDTO is WSO2's APIDTO, the fields this server keeps. id, provider and
@@ -510,4 +515,96 @@ func (p *Portal) changeLifecycle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	writeJSON(w, http.StatusOK, workflowResponseDTO{WorkflowStatus: "APPROVED", LifecycleState: lifecycleState(ch.Current)})
+}
+
+// pubSubscriptionDTO is the publisher's SubscriptionDTO: a subscription to
+// one of the publisher's APIs, with the application that holds it.
+type pubSubscriptionDTO struct {
+	SubscriptionID            string             `json:"subscriptionId"`
+	ApplicationInfo           pubApplicationInfo `json:"applicationInfo"`
+	ThrottlingPolicy          string             `json:"throttlingPolicy"`
+	RequestedThrottlingPolicy string             `json:"requestedThrottlingPolicy"`
+	SubscriptionStatus        string             `json:"subscriptionStatus"`
+}
+
+// pubApplicationInfo is WSO2's ApplicationInfoDTO as the publisher shows it.
+type pubApplicationInfo struct {
+	ApplicationID string `json:"applicationId"`
+	Name          string `json:"name"`
+	Subscriber    string `json:"subscriber"`
+}
+
+// pubListSubscriptions is GET /subscriptions?apiId=: the subscriptions to
+// an API, paged with limit and offset.
+func (p *Portal) pubListSubscriptions(w http.ResponseWriter, r *http.Request) {
+	limit, offset, problems := pageParams(r)
+	apiID := r.URL.Query().Get("apiId")
+	if apiID == "" {
+		problems = append(problems, "apiId is required")
+	}
+	if len(problems) > 0 {
+		badRequest(w, problems)
+		return
+	}
+	subs, err := p.store.ListAPISubscriptions(r.Context(), apiID)
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	page := subs[min(offset, len(subs)):min(offset+limit, len(subs))]
+	out := make([]pubSubscriptionDTO, 0, len(page))
+	for _, s := range page {
+		out = append(out, pubSubscriptionDTO{
+			SubscriptionID:   s.ID,
+			ApplicationInfo:  pubApplicationInfo{ApplicationID: s.ApplicationID, Name: s.ApplicationName, Subscriber: s.ApplicationOwner},
+			ThrottlingPolicy: s.ThrottlingPolicy, RequestedThrottlingPolicy: s.ThrottlingPolicy, SubscriptionStatus: s.Status,
+		})
+	}
+	l := newList(out)
+	l.Pagination = pagination(PublisherBase+"/subscriptions", limit, offset, len(subs))
+	writeJSON(w, http.StatusOK, l)
+}
+
+// blockSubscription is POST /subscriptions/block-subscription
+// ?subscriptionId=&blockState=BLOCKED|PROD_ONLY_BLOCKED. As WSO2, it
+// answers 200 with no body; the gateways learn of it through the
+// subscription event.
+func (p *Portal) blockSubscription(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	var problems []string
+	if q.Get("subscriptionId") == "" {
+		problems = append(problems, "subscriptionId is required")
+	}
+	switch st := q.Get("blockState"); st {
+	case model.SubBlocked, model.SubProdOnlyBlocked:
+	case "":
+		problems = append(problems, "blockState is required")
+	default:
+		problems = append(problems, "blockState "+strconv.Quote(st)+" must be BLOCKED or PROD_ONLY_BLOCKED")
+	}
+	if len(problems) > 0 {
+		badRequest(w, problems)
+		return
+	}
+	p.setSubscriptionStatus(w, r, q.Get("subscriptionId"), q.Get("blockState"))
+}
+
+// unblockSubscription is POST /subscriptions/unblock-subscription
+// ?subscriptionId=.
+func (p *Portal) unblockSubscription(w http.ResponseWriter, r *http.Request) {
+	id := r.URL.Query().Get("subscriptionId")
+	if id == "" {
+		badRequest(w, []string{"subscriptionId is required"})
+		return
+	}
+	p.setSubscriptionStatus(w, r, id, model.SubUnblocked)
+}
+
+func (p *Portal) setSubscriptionStatus(w http.ResponseWriter, r *http.Request, id, status string) {
+	if _, err := p.store.SetSubscriptionStatus(r.Context(), id, status); err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	p.log.Info().Str("subscription_id", id).Str("status", status).Str("by", subject(r)).Msg("subscription status changed")
+	w.WriteHeader(http.StatusOK)
 }

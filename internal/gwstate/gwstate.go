@@ -9,6 +9,10 @@
 // subscriptions, about 400 entries) rather than the whole map. This keeps an
 // event well under a millisecond without a persistent-tree dependency, and
 // keeps reads to one hash and two map lookups.
+//
+// Revoked access tokens are kept by jti until they expire (plus
+// RevocationGrace), and pruned after: the set is bounded by the revocation
+// rate times the token lifetime, not by how long the gateway runs.
 package gwstate
 
 import (
@@ -18,6 +22,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/apim-dev/apim/internal/events"
 	"github.com/apim-dev/apim/internal/model"
@@ -42,6 +47,7 @@ type Index struct {
 	policies      shardedMap[policyKey, *model.Policy]
 	deny          *denySet
 	denyAll       map[string]*model.DenyPolicy // every deny policy, by id; never changed once published
+	revoked       shardedMap[string, int64]    // revoked jti → unix second after which it may be forgotten
 }
 
 func newIndex(env string) *Index {
@@ -54,6 +60,7 @@ func newIndex(env string) *Index {
 		policies:      newShardedMap[policyKey, *model.Policy](func(k policyKey) uint64 { return hashPair(k.level, k.name) }),
 		deny:          newDenySet(nil),
 		denyAll:       map[string]*model.DenyPolicy{},
+		revoked:       newShardedMap[string, int64](hashString),
 	}
 }
 
@@ -86,6 +93,16 @@ func (x *Index) Policy(level, name string) (*model.Policy, bool) {
 	return x.policies.get(policyKey{level, name})
 }
 
+// Revoked reports whether the access token with this jti was revoked. It
+// does not allocate, and with no revocations held it does not hash.
+func (x *Index) Revoked(jti string) bool {
+	if x.revoked.n == 0 || jti == "" {
+		return false
+	}
+	_, ok := x.revoked.get(jti)
+	return ok
+}
+
 // Counts reports how many entities of each kind the index holds.
 func (x *Index) Counts() map[events.Kind]int {
 	return map[events.Kind]int{
@@ -95,8 +112,19 @@ func (x *Index) Counts() map[events.Kind]int {
 		events.KindSubscription: x.subscriptions.len(),
 		events.KindPolicy:       x.policies.len(),
 		events.KindDenyPolicy:   len(x.denyAll),
+		events.KindRevocation:   x.revoked.len(),
 	}
 }
+
+// RevocationGrace is how long after a revoked token's expiry its jti is
+// still kept. It covers the clock leeway ext_authz allows on exp (seconds)
+// and clock skew between the key manager and the gateway.
+const RevocationGrace = 5 * time.Minute
+
+// pruneEvery is how often, at most, an event triggers a sweep of every
+// shard for expired revocations; between sweeps each revocation event
+// prunes the shard it copies anyway.
+const pruneEvery = time.Minute
 
 // Store holds the current Index. Load is lock-free; Replace and Apply are
 // serialised by a mutex and publish a new Index.
@@ -112,11 +140,14 @@ type Store struct {
 	// a delete event carries only the id.
 	subByID map[string]subKey
 	keyByID map[string]string
+
+	now       func() time.Time // the clock revocations expire by
+	lastPrune time.Time
 }
 
 // NewStore returns a store holding an empty index.
 func NewStore() *Store {
-	s := &Store{gens: map[string]int64{}, subByID: map[string]subKey{}, keyByID: map[string]string{}}
+	s := &Store{gens: map[string]int64{}, subByID: map[string]subKey{}, keyByID: map[string]string{}, now: time.Now}
 	s.cur.Store(newIndex(""))
 	return s
 }
@@ -185,6 +216,23 @@ func (s *Store) Replace(st *model.GatewayState) {
 		raise(entityKey(events.KindDenyPolicy, d.ID), d.Generation)
 	}
 	x.deny = newDenySet(x.denyAll)
+	// Revocations are never undone, so those the previous index held stay
+	// beside the loaded ones; only expired ones go.
+	now := s.now()
+	keep := unexpired(now)
+	s.cur.Load().revoked.each(func(jti string, until int64) {
+		if keep(jti, until) {
+			x.revoked.put(jti, until)
+		}
+	})
+	for _, r := range st.Revocations {
+		if until := forgetAt(r.ExpiresAt); r.JTI != "" && keep(r.JTI, until) {
+			if cur, ok := x.revoked.get(r.JTI); !ok || cur < until {
+				x.revoked.put(r.JTI, until)
+			}
+		}
+	}
+	s.lastPrune = now
 	// Entities the load dropped stay dropped: their generation is already
 	// in gens from when they were applied, so only the index changes.
 	s.gens, s.subByID, s.keyByID = gens, subByID, keyByID
@@ -335,6 +383,34 @@ func (s *Store) Apply(ev events.Event) error {
 		} else {
 			x.policies = x.policies.with(key, &p)
 		}
+	case events.KindRevocation:
+		if del {
+			return nil // a revocation is never undone
+		}
+		var r model.Revocation
+		if err := decode(ev, &r); err != nil {
+			return err
+		}
+		if r.JTI == "" {
+			r.JTI = ev.ID
+		}
+		if r.JTI == "" || r.ExpiresAt.IsZero() {
+			return fmt.Errorf("apply revocation event %s: jti and expiresAt %w", ev.ID, model.ErrRequired)
+		}
+		now := s.now()
+		keep := unexpired(now)
+		until := forgetAt(r.ExpiresAt)
+		if !keep(r.JTI, until) {
+			return nil // the token has expired: refused for that already
+		}
+		if cur, ok := x.revoked.get(r.JTI); ok && cur >= until {
+			return nil // a duplicate
+		}
+		x.revoked = x.revoked.withFiltered(r.JTI, until, keep)
+		if now.Sub(s.lastPrune) >= pruneEvery {
+			x.revoked = x.revoked.filtered(keep)
+			s.lastPrune = now
+		}
 	case events.KindDenyPolicy:
 		var d model.DenyPolicy
 		if err := decode(ev, &d); err != nil {
@@ -361,6 +437,16 @@ func (s *Store) Apply(ev events.Event) error {
 	}
 	s.cur.Store(&x)
 	return nil
+}
+
+// forgetAt is the unix second from which a revocation of a token expiring
+// at exp may be forgotten.
+func forgetAt(exp time.Time) int64 { return exp.Add(RevocationGrace).Unix() }
+
+// unexpired keeps the revocations that may not be forgotten at now.
+func unexpired(now time.Time) func(string, int64) bool {
+	unix := now.Unix()
+	return func(_ string, until int64) bool { return until > unix }
 }
 
 func decode(ev events.Event, v any) error {

@@ -68,6 +68,58 @@ func (m shardedMap[K, V]) with(k K, v V) shardedMap[K, V] {
 	return m
 }
 
+// withFiltered is with, also dropping from the copied shard the entries
+// keep refuses: a shard that is copied anyway is pruned for free.
+func (m shardedMap[K, V]) withFiltered(k K, v V, keep func(K, V) bool) shardedMap[K, V] {
+	i := m.hash(k) % shardCount
+	shards := *m.shards
+	s := make(map[K]V, len(shards[i])+1)
+	n := m.n - len(shards[i])
+	for key, val := range shards[i] {
+		if key != k && keep(key, val) {
+			s[key] = val
+		}
+	}
+	s[k] = v
+	shards[i] = s
+	m.shards = &shards
+	m.n = n + len(s)
+	return m
+}
+
+// filtered returns a copy of m without the entries keep refuses, copying
+// only the shards that lose one; m itself when none does.
+func (m shardedMap[K, V]) filtered(keep func(K, V) bool) shardedMap[K, V] {
+	var shards *[shardCount]map[K]V
+	for i, sh := range m.shards {
+		drop := 0
+		for k, v := range sh {
+			if !keep(k, v) {
+				drop++
+			}
+		}
+		if drop == 0 {
+			continue
+		}
+		if shards == nil {
+			cp := *m.shards
+			shards = &cp
+		}
+		s := make(map[K]V, len(sh)-drop)
+		for k, v := range sh {
+			if keep(k, v) {
+				s[k] = v
+			}
+		}
+		shards[i] = s
+		m.n -= drop
+	}
+	if shards != nil {
+		m.shards = shards
+	}
+	return m
+}
+
 // without returns a copy of m without k, or m itself when k is absent.
 func (m shardedMap[K, V]) without(k K) shardedMap[K, V] {
 	i := m.hash(k) % shardCount

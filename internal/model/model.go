@@ -260,6 +260,15 @@ type GatewayState struct {
 	Subscriptions []Subscription `json:"subscriptions"`
 	Policies      []Policy       `json:"policies"`
 	DenyPolicies  []DenyPolicy   `json:"denyPolicies,omitempty"`
+	// Revocations are the access tokens revoked and not yet expired.
+	Revocations []Revocation `json:"revocations,omitempty"`
+}
+
+// Revocation is a revoked access token, by its jti, kept until the token
+// expires (schema/events.md, revocation).
+type Revocation struct {
+	JTI       string    `json:"jti"`
+	ExpiresAt time.Time `json:"expiresAt"`
 }
 
 // Principal is who a verified access token speaks for.

@@ -121,6 +121,70 @@ func (s *Store) DeleteSubscription(ctx context.Context, id, owner string) error 
 	return nil
 }
 
+// SetSubscriptionStatus changes a subscription's status (model.SubBlocked,
+// model.SubProdOnlyBlocked, model.SubUnblocked, ...) and appends its event,
+// in one transaction. Setting the status it already has changes nothing
+// and appends nothing.
+func (s *Store) SetSubscriptionStatus(ctx context.Context, id, status string) (*model.Subscription, error) {
+	switch status {
+	case model.SubUnblocked, model.SubBlocked, model.SubProdOnlyBlocked, model.SubOnHold, model.SubRejected:
+	default:
+		return nil, invalid("subscription status %q is not one of %s, %s, %s, %s, %s", status,
+			model.SubUnblocked, model.SubBlocked, model.SubProdOnlyBlocked, model.SubOnHold, model.SubRejected)
+	}
+	var out *model.Subscription
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		sub, err := getSubscription(ctx, tx, id, "", true)
+		if err != nil {
+			return err
+		}
+		out = sub
+		if sub.Status == status {
+			return nil
+		}
+		sub.Status = status
+		if err := tx.QueryRow(ctx, `UPDATE subscriptions SET status = $2, generation = nextval('generation_seq')
+			WHERE id = $1 RETURNING generation`, id, status).Scan(&sub.Generation); err != nil {
+			return fmt.Errorf("write status: %w", err)
+		}
+		return emit(ctx, tx, events.KindSubscription, events.OpUpsert, sub.ID, "", sub.Generation, sub)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("set subscription %s to %s: %w", id, status, err)
+	}
+	return out, nil
+}
+
+// APISubscription is a subscription with the application it belongs to, as
+// the publisher lists them.
+type APISubscription struct {
+	model.Subscription
+	ApplicationName  string
+	ApplicationOwner string
+}
+
+// ListAPISubscriptions returns the subscriptions to an API, with their
+// applications' names and owners; an unknown API is ErrNotFound.
+func (s *Store) ListAPISubscriptions(ctx context.Context, apiID string) ([]APISubscription, error) {
+	if _, err := getAPI(ctx, s.pool, apiID, false); err != nil {
+		return nil, fmt.Errorf("list subscriptions of api %s: %w", apiID, err)
+	}
+	rows, err := s.pool.Query(ctx, `SELECT s.id, s.application_id, s.api_id, s.throttling_policy, s.status, s.generation, a.name, a.owner
+		FROM subscriptions s JOIN applications a ON a.id = s.application_id
+		WHERE s.api_id = $1 ORDER BY s.created_at, s.id`, apiID)
+	if err != nil {
+		return nil, fmt.Errorf("list subscriptions of api %s: %w", apiID, err)
+	}
+	subs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (APISubscription, error) {
+		var s APISubscription
+		return s, r.Scan(&s.ID, &s.ApplicationID, &s.APIID, &s.ThrottlingPolicy, &s.Status, &s.Generation, &s.ApplicationName, &s.ApplicationOwner)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list subscriptions of api %s: %w", apiID, err)
+	}
+	return subs, nil
+}
+
 func getSubscription(ctx context.Context, q querier, id, owner string, forUpdate bool) (*model.Subscription, error) {
 	if !validID(id) {
 		return nil, notFound("subscription %q does not exist", id)
@@ -156,7 +220,7 @@ func loadSubscriptions(ctx context.Context, q querier, tail string, args ...any)
 
 // GatewayState loads, in one consistent snapshot, everything a gateway of
 // an environment needs: its deployments and all applications, key mappings,
-// subscriptions and policies.
+// subscriptions, policies, deny policies and the unexpired revocations.
 func (s *Store) GatewayState(ctx context.Context, environment string) (*model.GatewayState, error) {
 	st := &model.GatewayState{Environment: environment}
 	err := pgx.BeginTxFunc(ctx, s.pool, pgx.TxOptions{IsoLevel: pgx.RepeatableRead, AccessMode: pgx.ReadOnly}, func(tx pgx.Tx) error {
@@ -181,11 +245,32 @@ func (s *Store) GatewayState(ctx context.Context, environment string) (*model.Ga
 		if st.Policies, err = loadPolicies(ctx, tx, `ORDER BY level, name`); err != nil {
 			return err
 		}
-		st.DenyPolicies, err = loadDenyPolicies(ctx, tx, `ORDER BY created_at, id`)
+		if st.DenyPolicies, err = loadDenyPolicies(ctx, tx, `ORDER BY created_at, id`); err != nil {
+			return err
+		}
+		st.Revocations, err = loadRevocations(ctx, tx)
 		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("gateway state of %s: %w", environment, err)
 	}
 	return st, nil
+}
+
+// loadRevocations returns the revoked access tokens that have not expired.
+func loadRevocations(ctx context.Context, q querier) ([]model.Revocation, error) {
+	rows, err := q.Query(ctx, `SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > now() ORDER BY jti`)
+	if err != nil {
+		return nil, fmt.Errorf("query revoked tokens: %w", err)
+	}
+	revs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (model.Revocation, error) {
+		var v model.Revocation
+		err := r.Scan(&v.JTI, &v.ExpiresAt)
+		v.ExpiresAt = v.ExpiresAt.UTC()
+		return v, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("scan revoked tokens: %w", err)
+	}
+	return revs, nil
 }
