@@ -71,6 +71,10 @@ type Config struct {
 	// Registry, when set, gets the call counter
 	// apim_ratelimit_calls_total{code}, code "" for OK.
 	Registry *prometheus.Registry
+	// Fleet, when set, shares the counts with the gateway's fleet and has
+	// the last word on admitting a request (package trafficmgr). Without
+	// it every limit is this sidecar's alone.
+	Fleet Fleet
 }
 
 // Server answers Envoy's ShouldRateLimit calls from local counters.
@@ -79,6 +83,7 @@ type Server struct {
 	log      zerolog.Logger
 	now      func() time.Time
 	counters *counters
+	fleet    Fleet
 	calls    map[string]prometheus.Counter // by WSO2 code; "" is OK
 }
 
@@ -101,7 +106,7 @@ func New(cfg Config) (*Server, error) {
 			return nil, fmt.Errorf("ratelimit: register metrics: %w", err)
 		}
 	}
-	s := &Server{state: cfg.State, log: cfg.Logger, now: cfg.Now, counters: newCounters(), calls: map[string]prometheus.Counter{}}
+	s := &Server{state: cfg.State, log: cfg.Logger, now: cfg.Now, counters: newCounters(), fleet: cfg.Fleet, calls: map[string]prometheus.Counter{}}
 	for _, c := range []string{"", CodeAPI, CodeResource, CodeApplication, CodeSubscription, CodeCustom, CodeBurst} {
 		s.calls[c] = calls.WithLabelValues(c)
 	}
@@ -237,13 +242,25 @@ func (s *Server) count(idx *gwstate.Index, req *rlsv3.RateLimitRequest, d *ratel
 	n := s.counters.add(kind, a, b, start.UnixNano(), end.UnixNano(), hits, nowNs)
 
 	limit := p.RequestCount
+	over := n > limit
+	if s.fleet != nil && hits > 0 && p.StopOnQuotaReach {
+		over = !s.fleet.Admit(FleetCount{
+			Key: FleetKey(kind, a, b, start), Start: start, End: end,
+			Limit: limit, Count: n,
+		}, now)
+		if over {
+			// Only admitted requests count: a refused one would eat into
+			// the other gateways' share of the limit.
+			n = s.counters.add(kind, a, b, start.UnixNano(), end.UnixNano(), -hits, nowNs)
+		}
+	}
 	st := &rlsv3.RateLimitResponse_DescriptorStatus{
 		Code:               rlsv3.RateLimitResponse_OK,
 		CurrentLimit:       currentLimit(p.Name, p.RequestCount, p.UnitTime, p.TimeUnit),
 		LimitRemaining:     uint32(min(max(limit-n, 0), int64(^uint32(0)))),
 		DurationUntilReset: durationpb.New(end.Sub(now)),
 	}
-	if n > limit && hits > 0 && p.StopOnQuotaReach {
+	if over && hits > 0 && p.StopOnQuotaReach {
 		st.Code = rlsv3.RateLimitResponse_OVER_LIMIT
 		return st, code, end
 	}

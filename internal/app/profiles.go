@@ -2,15 +2,18 @@ package app
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
@@ -36,6 +39,7 @@ import (
 	"github.com/apim-dev/apim/keymgr"
 	"github.com/apim-dev/apim/portal"
 	"github.com/apim-dev/apim/ratelimit"
+	"github.com/apim-dev/apim/trafficmgr"
 	"github.com/apim-dev/apim/xds"
 )
 
@@ -115,7 +119,8 @@ func (s *system) brokers(ctx context.Context) ([]string, error) {
 		log := s.log("kafka")
 		log.Info().Strs("brokers", brokers).Msg("embedded Kafka-protocol broker started")
 	}
-	if err := events.EnsureTopics(ctx, brokers, s.cfg.Kafka.Partitions, events.TopicNotifications); err != nil {
+	if err := events.EnsureTopics(ctx, brokers, s.cfg.Kafka.Partitions,
+		events.TopicNotifications, trafficmgr.TopicCounts, trafficmgr.TopicDecisions); err != nil {
 		return nil, err
 	}
 	return brokers, nil
@@ -124,6 +129,9 @@ func (s *system) brokers(ctx context.Context) ([]string, error) {
 func (s *system) allInOne(ctx context.Context) error {
 	cp, err := s.controlPlaneParts(ctx)
 	if err != nil {
+		return err
+	}
+	if err := s.trafficManagerParts(cp.brokers); err != nil {
 		return err
 	}
 	return s.gatewayParts(ctx, cp.brokers, cp.store.GatewayState, cp.keys, []string{cp.keys.Issuer()})
@@ -158,11 +166,34 @@ func (s *system) gateway(ctx context.Context) error {
 	return s.gatewayParts(ctx, brokers, load, keys, []string{s.cfg.KeyManager.Issuer})
 }
 
-// trafficManager serves only health and metrics for now: global throttling
-// decisions are the traffic manager's work in a later issue.
+// trafficManager runs one traffic-manager replica: it sums the gateways'
+// counts of the throttle keys Kafka gives it and publishes the decisions.
 func (s *system) trafficManager(ctx context.Context) error {
-	_, err := s.brokers(ctx)
-	return err
+	brokers, err := s.brokers(ctx)
+	if err != nil {
+		return err
+	}
+	return s.trafficManagerParts(brokers)
+}
+
+func (s *system) trafficManagerParts(brokers []string) error {
+	m, err := trafficmgr.NewManager(trafficmgr.ManagerConfig{Brokers: brokers, ID: instanceID(""), Logger: s.log("traffic-manager")})
+	if err != nil {
+		return err
+	}
+	s.add(m)
+	return nil
+}
+
+// instanceID is name (the host name if empty) with a suffix unique to this
+// process start.
+func instanceID(name string) string {
+	if name == "" {
+		name, _ = os.Hostname()
+	}
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return name + "-" + hex.EncodeToString(b[:])
 }
 
 // controlPlane holds what the control plane's parts share with a gateway in
@@ -380,7 +411,14 @@ func (s *system) gatewayParts(ctx context.Context, brokers []string, load stateL
 	if err != nil {
 		return err
 	}
-	rl, err := ratelimit.New(ratelimit.Config{State: state, Logger: s.log("ratelimit"), Registry: s.reg})
+	fleet, err := trafficmgr.NewAgent(trafficmgr.AgentConfig{
+		Brokers: brokers, GatewayID: instanceID(s.cfg.Gateway.ID), FleetSize: s.cfg.Gateway.FleetSize,
+		Logger: s.log("throttle-agent"),
+	})
+	if err != nil {
+		return err
+	}
+	rl, err := ratelimit.New(ratelimit.Config{State: state, Logger: s.log("ratelimit"), Registry: s.reg, Fleet: fleet})
 	if err != nil {
 		return err
 	}
@@ -394,6 +432,7 @@ func (s *system) gatewayParts(ctx context.Context, brokers []string, load stateL
 	healthpb.RegisterHealthServer(srv, health.NewServer())
 	s.add(
 		rl,
+		fleet,
 		runner.Func(func(ctx context.Context) error {
 			return tail.Run(ctx, func(_ context.Context, ev events.Event) error {
 				if ev.Kind == events.KindDeployment && ev.Environment != env {

@@ -89,6 +89,12 @@ type Gateway struct {
 	ControlPlaneCA    string `yaml:"control_plane_ca"`
 	Token             string `yaml:"token"`
 	RateLimitFailOpen bool   `yaml:"rate_limit_fail_open"`
+	// ID names this gateway in fleet-wide throttling; a suffix unique to
+	// the process start is always added. The host name if empty.
+	ID string `yaml:"id"`
+	// FleetSize is the least number of gateways fleet-wide throttling
+	// assumes (0: learn it from the gateways' presence).
+	FleetSize int `yaml:"fleet_size"`
 }
 
 // KeyManager configures the resident key manager.
@@ -266,6 +272,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Profile != ProfileAllInOne && len(c.Kafka.Brokers) == 0 {
 		bad("kafka.brokers", "the %s profile needs at least one broker", c.Profile)
+	}
+	if c.Gateway.FleetSize < 0 {
+		bad("gateway.fleet_size", "must not be negative")
 	}
 	if c.Kafka.Partitions < 1 {
 		bad("kafka.partitions", "must be at least 1")

@@ -80,16 +80,21 @@ func (t *Tail) Mark(ctx context.Context) error {
 	for _, p := range md.Topics[0].Partitions {
 		reqs = append(reqs, kafka.LastOffsetOf(p.ID))
 	}
-	res, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{t.cfg.Topic: reqs}})
-	if err != nil {
-		return fmt.Errorf("tail %s: list offsets: %w", t.cfg.Topic, err)
-	}
-	marks := make(map[int]int64, len(reqs))
-	for _, po := range res.Topics[t.cfg.Topic] {
-		if po.Error != nil {
-			return fmt.Errorf("tail %s: offset of partition %d: %w", t.cfg.Topic, po.Partition, po.Error)
+	var marks map[int]int64
+	for {
+		marks, err = t.listOffsets(ctx, client, reqs)
+		// A topic just created may name a leader in the metadata before
+		// that broker serves it: retry such errors until the timeout.
+		var kerr kafka.Error
+		if err == nil || !errors.As(err, &kerr) || !kerr.Temporary() {
+			break
 		}
-		marks[po.Partition] = po.LastOffset
+		if !sleep(ctx, 100*time.Millisecond) {
+			break
+		}
+	}
+	if err != nil {
+		return err
 	}
 	if len(marks) != len(reqs) {
 		return fmt.Errorf("tail %s: offsets of %d of %d partitions", t.cfg.Topic, len(marks), len(reqs))
@@ -98,6 +103,21 @@ func (t *Tail) Mark(ctx context.Context) error {
 	t.marks = marks
 	t.mu.Unlock()
 	return nil
+}
+
+func (t *Tail) listOffsets(ctx context.Context, client *kafka.Client, reqs []kafka.OffsetRequest) (map[int]int64, error) {
+	res, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{t.cfg.Topic: reqs}})
+	if err != nil {
+		return nil, fmt.Errorf("tail %s: list offsets: %w", t.cfg.Topic, err)
+	}
+	marks := make(map[int]int64, len(reqs))
+	for _, po := range res.Topics[t.cfg.Topic] {
+		if po.Error != nil {
+			return nil, fmt.Errorf("tail %s: offset of partition %d: %w", t.cfg.Topic, po.Partition, po.Error)
+		}
+		marks[po.Partition] = po.LastOffset
+	}
+	return marks, nil
 }
 
 // Run reads every partition from the marked offsets (marking now if Mark was
