@@ -7,6 +7,7 @@ import (
 	"html/template"
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/ory/fosite"
 	"github.com/ory/fosite/handler/oauth2"
@@ -29,14 +30,16 @@ var loginPage = template.Must(template.New("login").Parse(`<!DOCTYPE html>
 <body>
 <main>
 <h1>Sign in</h1>
-<p>{{.ClientName}} asks to act on your behalf.</p>
+<p>{{.ClientName}}, registered by {{.Owner}}, asks to act on your behalf with:</p>
+<ul>{{range .Scopes}}<li>{{.}}</li>{{end}}</ul>
+<p>Sign in only if you trust it. It never gets more than its owner may have.</p>
 {{if .Error}}<p role="alert">{{.Error}}</p>{{end}}
 <form method="post" action="{{.Action}}">
 {{range .Hidden}}<input type="hidden" name="{{.Name}}" value="{{.Value}}">
 {{end}}<input type="hidden" name="csrf_token" value="{{.CSRF}}">
 <label>Username <input name="username" autocomplete="username" required autofocus></label>
 <label>Password <input name="password" type="password" autocomplete="current-password" required></label>
-<button type="submit">Sign in</button>
+<button type="submit">Sign in and allow</button>
 </form>
 </main>
 </body>
@@ -47,6 +50,8 @@ type hiddenField struct{ Name, Value string }
 
 type loginData struct {
 	ClientName string
+	Owner      string
+	Scopes     []string
 	Error      string
 	Action     string
 	Hidden     []hiddenField
@@ -162,7 +167,8 @@ func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, c *client, 
 		Name: csrfCookie, Value: token, Path: PathAuthorize, MaxAge: 600,
 		HttpOnly: true, Secure: s.csrfSecure, SameSite: http.SameSiteLaxMode,
 	})
-	data := loginData{ClientName: c.ID, Error: msg, Action: PathAuthorize, CSRF: token}
+	data := loginData{ClientName: c.ID, Owner: c.Owner, Error: msg, Action: PathAuthorize, CSRF: token,
+		Scopes: strings.Fields(r.Form.Get("scope"))}
 	if name, err := s.clientName(r.Context(), c.ID); err == nil {
 		data.ClientName = name
 	}
@@ -222,7 +228,8 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	if _, err := s.Authenticate(ctx, user, r.PostForm.Get("password")); err != nil {
 		switch {
 		case errors.Is(err, ErrBadCredentials):
-			s.log.Info().Str("client_id", c.ID).Str("user", user).Msg("login refused: bad credentials")
+			// No user name: people type their password into that field.
+			s.log.Info().Str("client_id", c.ID).Msg("login refused: bad credentials")
 			s.renderLogin(w, r, c, "Wrong username or password.")
 		case errors.Is(err, ErrBusy):
 			s.log.Warn().Msg("login refused: too many password checks in progress")
@@ -237,7 +244,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 
 	allowed := map[string]bool{}
 	if c.Kind != clientKindApplication {
-		if allowed, err = userScopes(ctx, s.cfg.Shared, user); err != nil {
+		if allowed, err = s.clientUserScopes(ctx, c, user); err != nil {
 			s.authorizeError(ctx, w, ar, fosite.ErrServerError.WithWrap(err))
 			return
 		}
@@ -266,4 +273,26 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 	s.log.Info().Str("client_id", c.ID).Str("user", user).Strs("scopes", ar.GetGrantedScopes()).Msg("authorization code issued")
 	pageHeaders(w)
 	s.provider.WriteAuthorizeResponse(ctx, w, ar, resp)
+}
+
+// clientUserScopes are the scopes user may grant to a REST client: those of
+// the user's roles, and, when someone else registered the client, only those
+// its owner's roles allow too. Anyone may register a client through DCR, so a
+// client must never gain more through another user's sign-in than its owner
+// holds.
+func (s *Server) clientUserScopes(ctx context.Context, c *client, user string) (map[string]bool, error) {
+	allowed, err := userScopes(ctx, s.cfg.Shared, user)
+	if err != nil || c.Owner == user {
+		return allowed, err
+	}
+	owner, err := userScopes(ctx, s.cfg.Shared, c.Owner)
+	if err != nil {
+		return nil, err
+	}
+	for sc := range allowed {
+		if !owner[sc] {
+			delete(allowed, sc)
+		}
+	}
+	return allowed, nil
 }

@@ -4,11 +4,13 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
 	"net/url"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -728,5 +730,58 @@ func TestScheduledKeyRotation(t *testing.T) {
 	var n int
 	if err := apim.QueryRow(ctx, `SELECT count(*) FROM signing_keys`).Scan(&n); err != nil || n != 2 {
 		t.Errorf("%d signing keys, want 2 (one rotation)", n)
+	}
+}
+
+// TestAuthorizationCodeClientOfAnotherUser: anyone may register a client
+// through DCR, so a client registered by a subscriber that lures the admin
+// to its sign-in page must not get the admin's scopes, and the page must say
+// who registered it and what it asks for.
+func TestAuthorizationCodeClientOfAnotherUser(t *testing.T) {
+	e := newEnv(t)
+	e.user(t, "mallory", "mallory-password-1", "Internal/subscriber")
+	e.user(t, "root", "root-password-1", "admin")
+	callback := "http://127.0.0.1:9/cb"
+	id, secret := e.authCodeClient(t, "mallory", callback, GrantAuthorizationCode)
+	conf := &oauth2.Config{
+		ClientID: id, ClientSecret: secret, RedirectURL: callback, Scopes: []string{"apim:admin", "apim:api_delete", "apim:subscribe"},
+		Endpoint: oauth2.Endpoint{AuthURL: e.ts.URL + PathAuthorize, TokenURL: e.ts.URL + PathToken},
+	}
+	verifier := oauth2.GenerateVerifier()
+	b := browser(t)
+	resp, body := get(t, b, conf.AuthCodeURL("state-of-mallory", oauth2.S256ChallengeOption(verifier)))
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("authorize: %d %s", resp.StatusCode, body)
+	}
+	for _, want := range []string{"registered by mallory", "<li>apim:admin</li>", "<li>apim:api_delete</li>"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("sign-in page lacks %q", want)
+		}
+	}
+	f := loginForm(t, body)
+	f.Set("username", "root")
+	f.Set("password", "root-password-1")
+	resp, body = post(t, b, e.ts.URL+PathAuthorize, f)
+	loc, err := url.Parse(resp.Header.Get("Location"))
+	if err != nil || loc.Query().Get("code") == "" {
+		t.Fatalf("login: %d %s", resp.StatusCode, body)
+	}
+	tok, err := conf.Exchange(context.Background(), loc.Query().Get("code"), oauth2.VerifierOption(verifier))
+	if err != nil {
+		t.Fatal(err)
+	}
+	scopes := strings.Fields(fmt.Sprint(tok.Extra("scope")))
+	if slices.Contains(scopes, "apim:admin") || slices.Contains(scopes, "apim:api_delete") || !slices.Contains(scopes, "apim:subscribe") {
+		t.Errorf("token scopes %v: want only what both root and mallory may have", scopes)
+	}
+}
+
+func TestIntrospectionOnlyForRESTClients(t *testing.T) {
+	e := newEnv(t)
+	e.user(t, "alice", "alice-password-1", "Internal/subscriber")
+	id, secret := e.appClient(t, "alice", "app", GrantClientCredentials)
+	status, body := e.postForm(t, PathIntrospect, id, secret, url.Values{"token": {"anything"}})
+	if status != http.StatusForbidden || body["error"] != "unauthorized_client" {
+		t.Errorf("application client introspecting: %d %v, want 403 unauthorized_client", status, body)
 	}
 }

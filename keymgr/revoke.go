@@ -184,6 +184,12 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 	if c == nil {
 		return
 	}
+	// RFC 7662 §4: not every client may probe tokens. Applications' keys live
+	// in third parties' backends; only REST clients (DCR) may introspect.
+	if c.Kind == clientKindApplication {
+		writeOAuthError(w, http.StatusForbidden, "unauthorized_client", "This client may not introspect tokens.")
+		return
+	}
 	ctx := r.Context()
 	token := r.PostForm.Get("token")
 	if token == "" {
