@@ -135,7 +135,10 @@ func (s *Server) Start(ctx context.Context) error {
 // resource, subscription (and its burst) and application levels, each with
 // its policy. A descriptor of an unknown or unlimited tier, or of any other
 // shape, is OK. Over a limit, the body carries the WSO2 code of the first
-// descriptor over its limit. Policy changes apply from the next request.
+// descriptor over its limit, and the request is taken off every counter it
+// was added to: a refused request uses no quota, so one throttled client
+// cannot use up an API-wide limit that others share. Policy changes apply
+// from the next request.
 func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitRequest) (*rlsv3.RateLimitResponse, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, status.FromContextError(err).Err()
@@ -149,8 +152,9 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 	}
 	var retryAt time.Time // end of the latest window over its limit
 	code := ""
+	var added tally
 	for i, d := range descs {
-		st, c, end := s.count(idx, req, d, now)
+		st, c, end := s.count(idx, req, d, now, &added)
 		resp.Statuses[i] = st
 		if c != "" {
 			resp.OverallCode = rlsv3.RateLimitResponse_OVER_LIMIT
@@ -163,6 +167,7 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 		}
 	}
 	if resp.OverallCode == rlsv3.RateLimitResponse_OVER_LIMIT {
+		added.refund(s.counters, now.UnixNano())
 		retry := int64(retryAt.Sub(now) / time.Second)
 		if retryAt.Sub(now)%time.Second != 0 {
 			retry++
@@ -183,9 +188,38 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 
 var okStatus = &rlsv3.RateLimitResponse_DescriptorStatus{Code: rlsv3.RateLimitResponse_OK}
 
-// count counts one descriptor. It returns its status, the WSO2 code when it
-// is over its limit ("" otherwise), and the end of its window.
-func (s *Server) count(idx *gwstate.Index, req *rlsv3.RateLimitRequest, d *ratelimitv3.RateLimitDescriptor, now time.Time) (*rlsv3.RateLimitResponse_DescriptorStatus, string, time.Time) {
+// hit is one addition to a counter, kept so a refused request can be undone.
+type hit struct {
+	kind       byte
+	a, b       string
+	start, end int64
+	n          int64
+}
+
+// tally records a request's additions; a request has at most a few
+// descriptors, so the array keeps it off the heap.
+type tally struct {
+	hits [8]hit
+	n    int
+}
+
+func (t *tally) add(h hit) {
+	if t.n < len(t.hits) {
+		t.hits[t.n] = h
+		t.n++
+	}
+}
+
+func (t *tally) refund(c *counters, nowNs int64) {
+	for _, h := range t.hits[:t.n] {
+		c.add(h.kind, h.a, h.b, h.start, h.end, -h.n, nowNs)
+	}
+}
+
+// count counts one descriptor, recording what it added in added. It returns
+// its status, the WSO2 code when it is over its limit ("" otherwise), and the
+// end of its window.
+func (s *Server) count(idx *gwstate.Index, req *rlsv3.RateLimitRequest, d *ratelimitv3.RateLimitDescriptor, now time.Time, added *tally) (*rlsv3.RateLimitResponse_DescriptorStatus, string, time.Time) {
 	entries := d.GetEntries()
 	if req.GetDomain() != Domain || len(entries) == 0 {
 		return okStatus, "", time.Time{}
@@ -240,6 +274,7 @@ func (s *Server) count(idx *gwstate.Index, req *rlsv3.RateLimitRequest, d *ratel
 	}
 	nowNs := now.UnixNano()
 	n := s.counters.add(kind, a, b, start.UnixNano(), end.UnixNano(), hits, nowNs)
+	counted := hit{kind: kind, a: a, b: b, start: start.UnixNano(), end: end.UnixNano(), n: hits}
 
 	limit := p.RequestCount
 	over := n > limit
@@ -252,7 +287,11 @@ func (s *Server) count(idx *gwstate.Index, req *rlsv3.RateLimitRequest, d *ratel
 			// Only admitted requests count: a refused one would eat into
 			// the other gateways' share of the limit.
 			n = s.counters.add(kind, a, b, start.UnixNano(), end.UnixNano(), -hits, nowNs)
+			counted.n = 0
 		}
+	}
+	if counted.n != 0 {
+		added.add(counted)
 	}
 	st := &rlsv3.RateLimitResponse_DescriptorStatus{
 		Code:               rlsv3.RateLimitResponse_OK,
@@ -270,6 +309,7 @@ func (s *Server) count(idx *gwstate.Index, req *rlsv3.RateLimitRequest, d *ratel
 	if bc, bu, ok := p.Burst(); ok && kind == kindSubscription {
 		bs, be := model.WindowStart(bu, 1, now)
 		bn := s.counters.add(kindBurst, a, "", bs.UnixNano(), be.UnixNano(), hits, nowNs)
+		added.add(hit{kind: kindBurst, a: a, start: bs.UnixNano(), end: be.UnixNano(), n: hits})
 		if bn > bc && hits > 0 {
 			return &rlsv3.RateLimitResponse_DescriptorStatus{
 				Code:               rlsv3.RateLimitResponse_OVER_LIMIT,

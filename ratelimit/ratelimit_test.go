@@ -165,11 +165,16 @@ func TestHitsAddend(t *testing.T) {
 	if got := call(t, s, req); got.GetOverallCode() != rlsv3.RateLimitResponse_OVER_LIMIT {
 		t.Fatalf("after 7 hits: %v", got)
 	}
+	// The refused request used no quota: one more hit still fits.
+	req.Descriptors[0].HitsAddend = wrapperspb.UInt64(1)
+	if got := call(t, s, req); got.GetOverallCode() != rlsv3.RateLimitResponse_OK || got.GetStatuses()[0].GetLimitRemaining() != 0 {
+		t.Fatalf("after 3 hits: %v", got)
+	}
 	// Negative hits give quota back.
 	req.Descriptors[0].IsNegativeHits = true
-	req.Descriptors[0].HitsAddend = wrapperspb.UInt64(6)
+	req.Descriptors[0].HitsAddend = wrapperspb.UInt64(2)
 	if got := call(t, s, req); got.GetOverallCode() != rlsv3.RateLimitResponse_OK || got.GetStatuses()[0].GetLimitRemaining() != 2 {
-		t.Fatalf("after giving back 6: %v", got)
+		t.Fatalf("after giving back 2: %v", got)
 	}
 	// An addend past int64's range counts as a very large one: it must not
 	// wrap around into a negative one and give quota back.
@@ -178,9 +183,10 @@ func TestHitsAddend(t *testing.T) {
 	if got := call(t, s, huge); got.GetOverallCode() != rlsv3.RateLimitResponse_OVER_LIMIT {
 		t.Fatalf("after 2^64-1 hits: %v", got)
 	}
+	// Refused, it used no quota, and it gave none back either.
 	huge.Descriptors[0].HitsAddend = nil
-	if got := call(t, s, huge); got.GetOverallCode() != rlsv3.RateLimitResponse_OVER_LIMIT {
-		t.Fatalf("one more hit after 2^64-1: %v", got)
+	if got := call(t, s, huge); got.GetOverallCode() != rlsv3.RateLimitResponse_OK || got.GetStatuses()[0].GetLimitRemaining() != 2 {
+		t.Fatalf("one hit after a refused 2^64-1: %v", got)
 	}
 }
 
@@ -313,5 +319,34 @@ func BenchmarkShouldRateLimit(b *testing.B) {
 		if _, err := s.ShouldRateLimit(ctx, reqs[i%keys]); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestRefusedRequestUsesNoQuota: a request refused at one level is taken off
+// every counter it was added to, so a throttled subscriber cannot use up the
+// quota of an application-level limit it shares with nobody else's requests
+// being refused.
+func TestRefusedRequestUsesNoQuota(t *testing.T) {
+	now := t0
+	s := newServer(t, &now)
+	// AppOnly allows 1 a minute; the subscription "Billed" is irrelevant
+	// here, "Three" is the one that refuses.
+	both := func(sub string) *rlsv3.RateLimitRequest {
+		req := rlReq(sub, "Three")
+		req.Descriptors = append(req.Descriptors, desc(KeyApplication, "app-1", KeyAppTier, "AppOnly"))
+		return req
+	}
+	// Exhaust the subscription on its own descriptor.
+	for range 3 {
+		call(t, s, rlReq("sub-1", "Three"))
+	}
+	// Refused by the subscription: the application's counter must not move.
+	for range 5 {
+		if got := call(t, s, both("sub-1")); got.GetOverallCode() != rlsv3.RateLimitResponse_OVER_LIMIT {
+			t.Fatalf("exhausted subscription: %v", got)
+		}
+	}
+	if got := call(t, s, both("sub-2")); got.GetOverallCode() != rlsv3.RateLimitResponse_OK {
+		t.Fatalf("another subscription of the application was refused by quota the refused requests used: %v", got)
 	}
 }
