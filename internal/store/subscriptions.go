@@ -142,6 +142,12 @@ func (s *Store) SetSubscriptionStatus(ctx context.Context, id, status string) (*
 		if sub.Status == status {
 			return nil
 		}
+		if !blockable(sub.Status) || !blockable(status) {
+			// Blocking is a publisher's switch between active states; a
+			// subscription on hold or rejected is a workflow's to change.
+			return invalid("subscription %s is %s; only %s, %s and %s subscriptions can be blocked or unblocked",
+				id, sub.Status, model.SubUnblocked, model.SubBlocked, model.SubProdOnlyBlocked)
+		}
 		sub.Status = status
 		if err := tx.QueryRow(ctx, `UPDATE subscriptions SET status = $2, generation = nextval('generation_seq')
 			WHERE id = $1 RETURNING generation`, id, status).Scan(&sub.Generation); err != nil {
@@ -153,6 +159,10 @@ func (s *Store) SetSubscriptionStatus(ctx context.Context, id, status string) (*
 		return nil, fmt.Errorf("set subscription %s to %s: %w", id, status, err)
 	}
 	return out, nil
+}
+
+func blockable(status string) bool {
+	return status == model.SubUnblocked || status == model.SubBlocked || status == model.SubProdOnlyBlocked
 }
 
 // APISubscription is a subscription with the application it belongs to, as

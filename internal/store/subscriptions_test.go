@@ -55,6 +55,22 @@ func TestSetSubscriptionStatus(t *testing.T) {
 		_, err := s.SetSubscriptionStatus(ctx, "00000000-0000-0000-0000-000000000000", model.SubBlocked)
 		return err
 	})
+	// Blocking switches between active states only: a subscription on hold
+	// (awaiting a workflow) cannot be unblocked into service, nor put on hold.
+	f.failsCleanly(store.ErrInvalid, []string{"subscriptions"}, func() error {
+		_, err := s.SetSubscriptionStatus(ctx, sub.ID, model.SubOnHold)
+		return err
+	})
+	if _, err := f.pool.Exec(ctx, `UPDATE subscriptions SET status = 'ON_HOLD' WHERE id = $1`, sub.ID); err != nil {
+		t.Fatal(err)
+	}
+	f.failsCleanly(store.ErrInvalid, []string{"subscriptions"}, func() error {
+		_, err := s.SetSubscriptionStatus(ctx, sub.ID, model.SubUnblocked)
+		return err
+	})
+	if _, err := f.pool.Exec(ctx, `UPDATE subscriptions SET status = 'UNBLOCKED' WHERE id = $1`, sub.ID); err != nil {
+		t.Fatal(err)
+	}
 
 	subs, err := s.ListAPISubscriptions(ctx, api.ID)
 	if err != nil || len(subs) != 1 || subs[0].ID != sub.ID || subs[0].ApplicationName != "app" || subs[0].ApplicationOwner != "bob" {
