@@ -46,7 +46,13 @@ const (
 	ExtTier          = "tier"
 	ExtHasSandbox    = "has_sandbox"
 	ExtHasProduction = "has_production"
+	// ExtSecuritySchemes lists the API's security schemes, space-separated
+	// (oauth2, api_key); empty means oauth2 only.
+	ExtSecuritySchemes = "security_schemes"
 )
+
+// HeaderAPIKey is WSO2's header for an API key.
+const HeaderAPIKey = "apikey"
 
 // HeaderKeyType is the request header that tells the route which key type,
 // and so which cluster, the request is for.
@@ -150,7 +156,11 @@ func New(cfg Config) (*Server, error) {
 	for _, d := range denials {
 		d.resp = d.response()
 		d.count = decisions.WithLabelValues("deny", d.code)
-		s.deny[d.code] = &d
+		key := d.code
+		if d.key != "" {
+			key = d.key
+		}
+		s.deny[key] = &d
 	}
 	return s, nil
 }
@@ -191,7 +201,23 @@ func (s *Server) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, *denia
 		return unsecuredResponse(apiID), nil
 	}
 
-	tok, ok := bearer(attrs.GetRequest().GetHttp())
+	// The credential: a bearer access token where the API takes oauth2,
+	// else an API key where it takes api_key. A header of a scheme the API
+	// does not take is ignored, as WSO2 does.
+	h := attrs.GetRequest().GetHttp()
+	schemes := ext[ExtSecuritySchemes]
+	var (
+		tok   string
+		ok    bool
+		isKey bool
+	)
+	if schemes == "" || hasWord(schemes, model.SchemeOAuth2) {
+		tok, ok = bearer(h)
+	}
+	if !ok && hasWord(schemes, model.SchemeAPIKey) {
+		tok, ok = header(h, HeaderAPIKey)
+		isKey = ok
+	}
 	if !ok {
 		return nil, s.deny[codeMissing]
 	}
@@ -207,7 +233,7 @@ func (s *Server) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, *denia
 			return nil, s.deny[codeInvalid]
 		}
 		var err error
-		if v, err = s.verify(tok, &key, now); err != nil {
+		if v, err = s.verify(tok, &key, now, isKey); err != nil {
 			s.log.Debug().Err(err).Str(ExtAPIID, apiID).Msg("token rejected")
 			return nil, s.deny[codeInvalid]
 		}
@@ -228,10 +254,20 @@ func (s *Server) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, *denia
 	if idx.Revoked(v.jti) {
 		return nil, s.deny[codeInvalid]
 	}
-
-	km, ok := idx.KeyMapping(v.clientID)
-	if !ok {
+	// The cache is keyed by the credential alone: an API key sent as a
+	// bearer token, or an access token sent as an API key, is refused here
+	// when it was verified the other way first.
+	if v.apiKey != isKey {
 		return nil, s.deny[codeInvalid]
+	}
+
+	km := v.km
+	if !v.apiKey {
+		if km, ok = idx.KeyMapping(v.clientID); !ok {
+			return nil, s.deny[codeInvalid]
+		}
+	} else if (v.ips != nil || v.referers != nil) && !permitted(v, attrs) {
+		return nil, s.deny[codeKeyForbidden]
 	}
 	app, ok := idx.Application(km.ApplicationID)
 	if !ok {
@@ -315,7 +351,7 @@ func (s *Server) deniesIP(idx *gwstate.Index, attrs *authv3.AttributeContext) bo
 // verify parses and verifies a token never seen before, whose SHA-256 is
 // key. The claims are checked first: a token that fails on them costs no
 // RSA verify. A token whose signature fails is remembered as bad.
-func (s *Server) verify(tok string, key *tokenKey, now time.Time) (*verified, error) {
+func (s *Server) verify(tok string, key *tokenKey, now time.Time, apiKey bool) (*verified, error) {
 	t, err := parseJWT(tok)
 	if err != nil {
 		return nil, err
@@ -323,6 +359,12 @@ func (s *Server) verify(tok string, key *tokenKey, now time.Time) (*verified, er
 	c := &t.claims
 	if !slices.Contains(s.issuers, c.Issuer) {
 		return nil, errIssuer
+	}
+	switch isAPIKey := c.TokenType == tokenTypeAPIKey; {
+	case isAPIKey && !apiKey:
+		return nil, errKindAPIKey
+	case !isAPIKey && apiKey:
+		return nil, errKindToken
 	}
 	if c.Expiry == nil {
 		return nil, errNoExpiry
@@ -338,9 +380,17 @@ func (s *Server) verify(tok string, key *tokenKey, now time.Time) (*verified, er
 	if nbf > unix+s.leeway {
 		return nil, errNotYetValid
 	}
-	clientID := c.clientID()
-	if clientID == "" {
-		return nil, errNoClientID
+	var v *verified
+	if apiKey {
+		if v, err = apiKeyVerified(c, exp, nbf); err != nil {
+			return nil, err
+		}
+	} else {
+		clientID := c.clientID()
+		if clientID == "" {
+			return nil, errNoClientID
+		}
+		v = &verified{subject: c.Subject, clientID: clientID, scope: c.Scope, jti: c.JTI, exp: exp, nbf: nbf}
 	}
 	pub, err := t.key(s.keys)
 	if err != nil {
@@ -350,7 +400,162 @@ func (s *Server) verify(tok string, key *tokenKey, now time.Time) (*verified, er
 		s.bad.add(key, t.kid, pub, now)
 		return nil, err
 	}
-	return &verified{subject: c.Subject, clientID: clientID, scope: c.Scope, jti: c.JTI, exp: exp, nbf: nbf}, nil
+	return v, nil
+}
+
+// apiKeyVerified is what an API key's claims say; its restrictions are
+// parsed here, once, so that the warm path only compares.
+func apiKeyVerified(c *claims, exp, nbf int64) (*verified, error) {
+	if c.AppID == "" || c.JTI == "" || (c.KeyType != model.KeyTypeProduction && c.KeyType != model.KeyTypeSandbox) {
+		return nil, errAPIKeyClaim
+	}
+	v := &verified{
+		subject: c.Subject, jti: c.JTI, exp: exp, nbf: nbf, apiKey: true,
+		km: &model.KeyMapping{ApplicationID: c.AppID, KeyType: c.KeyType},
+	}
+	for it := range strings.SplitSeq(c.PermittedIP, ",") {
+		if it = strings.TrimSpace(it); it == "" {
+			continue
+		}
+		p, err := netip.ParsePrefix(it)
+		if err != nil {
+			a, err := netip.ParseAddr(it)
+			if err != nil {
+				return nil, errAPIKeyClaim
+			}
+			p = netip.PrefixFrom(a.Unmap(), a.Unmap().BitLen())
+		}
+		v.ips = append(v.ips, p.Masked())
+	}
+	for it := range strings.SplitSeq(c.PermittedReferer, ",") {
+		if it = strings.TrimSpace(it); it != "" {
+			v.referers = append(v.referers, it)
+		}
+	}
+	return v, nil
+}
+
+// permitted reports whether an API key's IP and referrer restrictions let
+// the request through: the downstream address (Envoy's remote address; with
+// use_remote_address it is the peer, never a client-set X-Forwarded-For) in
+// one of its ranges, and the Referer header matching one of its patterns.
+func permitted(v *verified, attrs *authv3.AttributeContext) bool {
+	if v.ips != nil {
+		addr, err := netip.ParseAddr(attrs.GetSource().GetAddress().GetSocketAddress().GetAddress())
+		if err != nil {
+			return false
+		}
+		addr = addr.Unmap()
+		in := false
+		for _, p := range v.ips {
+			if p.Contains(addr) {
+				in = true
+				break
+			}
+		}
+		if !in {
+			return false
+		}
+	}
+	if v.referers != nil {
+		ref, ok := header(attrs.GetRequest().GetHttp(), "referer")
+		if !ok {
+			return false
+		}
+		for _, p := range v.referers {
+			if wildcardMatch(p, ref) {
+				return true
+			}
+		}
+		return false
+	}
+	return true
+}
+
+// wildcardMatch reports whether the Referer s matches pattern, in which *
+// matches any run of characters (none included) and everything else itself.
+// When the pattern is a URL (scheme://), its origin and its path match
+// apart, so that a * in the host never reaches into the path:
+// https://*.example.com/* does not match https://evil.test/x.example.com/.
+func wildcardMatch(pattern, s string) bool {
+	pOrigin, pPath := splitOrigin(pattern)
+	sOrigin, sPath := splitOrigin(s)
+	if pOrigin == "" || sOrigin == "" {
+		return globMatch(pattern, s)
+	}
+	return globMatch(pOrigin, sOrigin) && globMatch(pPath, sPath)
+}
+
+// splitOrigin splits a URL at the first / after scheme://; origin is ""
+// for a string without scheme://.
+func splitOrigin(u string) (origin, path string) {
+	i := strings.Index(u, "://")
+	if i < 0 {
+		return "", u
+	}
+	if j := strings.IndexByte(u[i+3:], '/'); j >= 0 {
+		return u[:i+3+j], u[i+3+j:]
+	}
+	return u, ""
+}
+
+// globMatch reports whether s matches pattern, in which * matches any run
+// of characters (none included) and everything else itself.
+func globMatch(pattern, s string) bool {
+	// The classic greedy match with one backtrack point: linear enough for
+	// header-sized input, and allocation-free.
+	p, i, star, mark := 0, 0, -1, 0
+	for i < len(s) {
+		switch {
+		case p < len(pattern) && pattern[p] == '*':
+			star, mark = p, i
+			p++
+		case p < len(pattern) && pattern[p] == s[i]:
+			p++
+			i++
+		case star >= 0:
+			p = star + 1
+			mark++
+			i = mark
+		default:
+			return false
+		}
+	}
+	for p < len(pattern) && pattern[p] == '*' {
+		p++
+	}
+	return p == len(pattern)
+}
+
+// hasWord reports whether the space-separated list has word.
+func hasWord(list, word string) bool {
+	for list != "" {
+		var w string
+		w, list, _ = strings.Cut(list, " ")
+		if w == word {
+			return true
+		}
+	}
+	return false
+}
+
+// header returns the trimmed, non-empty value of a request header by its
+// lower-case name.
+func header(h *authv3.AttributeContext_HttpRequest, name string) (string, bool) {
+	v, ok := h.GetHeaders()[name]
+	if !ok {
+		for _, hv := range h.GetHeaderMap().GetHeaders() {
+			if strings.EqualFold(hv.GetKey(), name) {
+				v, ok = hv.GetValue(), true
+				if v == "" {
+					v = string(hv.GetRawValue())
+				}
+				break
+			}
+		}
+	}
+	v = strings.TrimSpace(v)
+	return v, ok && v != ""
 }
 
 // bearer returns the token of an "Authorization: Bearer" header.
@@ -401,13 +606,13 @@ func keyTypeHeader(keyType string) []*corev3.HeaderValueOption {
 	}}
 }
 
-// okResponse allows a request. removeAuth strips the Authorization header
-// before the request goes to the backend, as WSO2 does by default once the
-// gateway has consumed the access token in it.
-func okResponse(keyType string, meta map[string]*structpb.Value, removeAuth bool) *authv3.CheckResponse {
+// okResponse allows a request. remove names the header of the credential
+// (authorization, apikey) to strip before the request goes to the backend,
+// as WSO2 does by default once the gateway has consumed it; "" keeps all.
+func okResponse(keyType string, meta map[string]*structpb.Value, remove string) *authv3.CheckResponse {
 	ok := &authv3.OkHttpResponse{Headers: keyTypeHeader(keyType)}
-	if removeAuth {
-		ok.HeadersToRemove = []string{"authorization"}
+	if remove != "" {
+		ok.HeadersToRemove = []string{remove}
 	}
 	return &authv3.CheckResponse{
 		Status:          &rpcstatus.Status{Code: int32(codes.OK)},
@@ -423,7 +628,7 @@ func unsecuredResponse(apiID string) *authv3.CheckResponse {
 	return okResponse(model.KeyTypeProduction, map[string]*structpb.Value{
 		MetaAPIID:   structpb.NewStringValue(apiID),
 		MetaKeyType: structpb.NewStringValue(model.KeyTypeProduction),
-	}, false)
+	}, "")
 }
 
 func allowedResponse(v *verified, km *model.KeyMapping, app *model.Application, sub *model.Subscription, t tiers) *authv3.CheckResponse {
@@ -449,7 +654,11 @@ func allowedResponse(v *verified, km *model.KeyMapping, app *model.Application, 
 		meta[MetaResource] = structpb.NewStringValue(t.resource)
 		meta[MetaResourceTier] = structpb.NewStringValue(t.res.Name)
 	}
-	return okResponse(km.KeyType, meta, true)
+	remove := "authorization"
+	if v.apiKey {
+		remove = HeaderAPIKey
+	}
+	return okResponse(km.KeyType, meta, remove)
 }
 
 // WSO2 error codes the server answers with.
@@ -462,11 +671,17 @@ const (
 	codeInactive       = "900909"
 	codeScope          = "900910"
 	codeDenied         = "900805"
+	// codeKeyForbidden is WSO2's API_AUTH_FORBIDDEN (900908, 403) as its
+	// API-key authenticator answers a call from an IP or referrer the key
+	// does not permit; keyed apart from codeNoSubscription for its own
+	// description.
+	codeKeyForbidden = "900908/apikey"
 )
 
 // denial is one prepared denied response; they are built once in New and
 // shared, since nothing in them depends on the request.
 type denial struct {
+	key         string // the key in Server.deny, when not code
 	code        string
 	http        typev3.StatusCode
 	grpc        codes.Code
@@ -532,6 +747,14 @@ var denials = []denial{
 		message:     "The subscription to the API is inactive",
 		description: "The subscription to the API is on hold or rejected",
 		challenge:   `Bearer realm="apim"`,
+	},
+	{
+		key:         codeKeyForbidden,
+		code:        codeNoSubscription,
+		http:        typev3.StatusCode_Forbidden,
+		grpc:        codes.PermissionDenied,
+		message:     "Resource forbidden",
+		description: "Access forbidden for the invocations: the API key does not permit this IP address or referrer.",
 	},
 	{
 		code:        codeScope,

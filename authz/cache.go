@@ -4,6 +4,7 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"encoding/binary"
+	"net/netip"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -21,6 +22,15 @@ type verified struct {
 	jti      string // the token's id, checked against the revocations
 	exp      int64  // unix seconds; 0 means none
 	nbf      int64
+
+	// An API key (token_type apiKey) carries its application and key type
+	// itself: km is a key mapping made from them once, so that the memo
+	// below works as for tokens. ips and referers are its restrictions,
+	// nil for none.
+	apiKey   bool
+	km       *model.KeyMapping
+	ips      []netip.Prefix
+	referers []string
 
 	// ok memoises the allowed responses for this token, one per API it was
 	// last allowed on. A memo is reused only while the same index entries

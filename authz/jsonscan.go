@@ -219,7 +219,33 @@ func parseClaims(b []byte, c *claims) error {
 			var n float64
 			n, err = jsonNumber(val)
 			c.NotBefore = (*number)(&n)
+		case "token_type":
+			c.TokenType, err = jsonString(val)
+		case "keytype":
+			c.KeyType, err = jsonString(val)
+		case "permittedIP":
+			c.PermittedIP, err = jsonString(val)
+		case "permittedReferer":
+			c.PermittedReferer, err = jsonString(val)
+		case "application":
+			c.AppID, err = applicationID(val)
 		}
 		return err
 	})
+}
+
+// applicationID reads the id of an API key's application claim, an object.
+func applicationID(b []byte) (string, error) {
+	if len(b) == 0 || b[0] != '{' {
+		return "", errMalformed
+	}
+	var id string
+	err := scanObject(b, func(key, val []byte) error {
+		var err error
+		if string(key) == "id" {
+			id, err = jsonString(val)
+		}
+		return err
+	})
+	return id, err
 }

@@ -28,6 +28,9 @@ var (
 	errExpired     = errors.New("expired")
 	errNotYetValid = errors.New("not yet valid")
 	errNoClientID  = errors.New("no client id")
+	errKindAPIKey  = errors.New("an api key where an access token is expected")
+	errKindToken   = errors.New("not an api key")
+	errAPIKeyClaim = errors.New("api key without application, key type or jti")
 )
 
 // jwt is a parsed, not yet verified, compact JWS.
@@ -48,7 +51,17 @@ type claims struct {
 	NotBefore *number  `json:"nbf"`
 	Scope     string   `json:"scope"`
 	JTI       string   `json:"jti"`
+
+	// API keys' claims (keymgr.SignAPIKey).
+	TokenType        string // token_type; "apiKey" for an API key
+	KeyType          string // keytype: PRODUCTION or SANDBOX
+	AppID            string // application.id
+	PermittedIP      string // comma-separated addresses and CIDR ranges
+	PermittedReferer string // comma-separated patterns with * wildcards
 }
+
+// tokenTypeAPIKey is the token_type claim of an API key.
+const tokenTypeAPIKey = "apiKey"
 
 // number is a NumericDate: seconds, possibly fractional.
 type number float64

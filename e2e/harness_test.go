@@ -109,6 +109,10 @@ type apimConfig struct {
 	Profile, DataDir, Brokers, DatabaseAPIM, DatabaseShared, Token, CA                  string
 	HTTPPort, OpsPort, XDSPort, SidecarPort, GatewayPort, PGPort, KafkaPort, IssuerPort int
 	AdminPassword                                                                       string
+	// GatewayID and FleetSize are gateway.id and gateway.fleet_size (fleet-wide
+	// throttling); empty and 0 keep the defaults.
+	GatewayID string
+	FleetSize int
 }
 
 var configTemplate = template.Must(template.New("apim.yaml").Parse(`profile: {{.Profile}}
@@ -135,6 +139,8 @@ gateway:
   control_plane_url: https://127.0.0.1:{{.IssuerPort}}
   control_plane_ca: "{{.CA}}"
   token: "{{.Token}}"
+  id: "{{.GatewayID}}"
+  fleet_size: {{.FleetSize}}
 key_manager:
   issuer: https://localhost:{{.IssuerPort}}/oauth2/token
 admin:

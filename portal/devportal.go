@@ -18,6 +18,9 @@ var (
 	scopesDevAPIs = []string{"apim:subscribe", "apim:api_view"}
 	scopesApps    = []string{"apim:app_manage", "apim:subscribe"}
 	scopesSubs    = []string{"apim:sub_manage", "apim:subscribe"}
+	// WSO2 guards API keys with apim:api_key; apim:app_manage and
+	// apim:subscribe, which already manage the application's keys, do too.
+	scopesAPIKeys = []string{"apim:api_key", "apim:app_manage", "apim:subscribe"}
 )
 
 // visible are the states the devportal shows.
@@ -32,6 +35,8 @@ func (p *Portal) devportalRoutes(r chi.Router) {
 	r.With(p.authorize(scopesApps...)).Get("/applications/{applicationId}", p.getApplication)
 	r.With(p.authorize(scopesApps...)).Delete("/applications/{applicationId}", p.deleteApplication)
 	r.With(p.authorize(scopesApps...)).Post("/applications/{applicationId}/generate-keys", p.generateKeys)
+	r.With(p.authorize(scopesAPIKeys...)).Post("/applications/{applicationId}/api-keys/{keyType}/generate", p.generateAPIKey)
+	r.With(p.authorize(scopesAPIKeys...)).Post("/applications/{applicationId}/api-keys/{keyType}/revoke", p.revokeAPIKey)
 	r.With(p.authorize(scopesSubs...)).Post("/subscriptions", p.createSubscription)
 	r.With(p.authorize(scopesSubs...)).Get("/subscriptions", p.listSubscriptions)
 	r.With(p.authorize(scopesSubs...)).Delete("/subscriptions/{subscriptionId}", p.deleteSubscription)

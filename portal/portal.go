@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
+	"time"
 
 	"github.com/go-chi/chi/v5"
 	"github.com/jackc/pgx/v5"
@@ -19,6 +20,7 @@ import (
 
 	"github.com/apim-dev/apim/internal/model"
 	"github.com/apim-dev/apim/internal/store"
+	"github.com/apim-dev/apim/keymgr"
 )
 
 // Base paths of the three REST APIs.
@@ -43,11 +45,23 @@ type ClientRegistrar interface {
 	DeleteClients(ctx context.Context, tx pgx.Tx, clientIDs []string) error
 }
 
+// APIKeyIssuer signs and revokes applications' API keys (keymgr.Server).
+type APIKeyIssuer interface {
+	SignAPIKey(ctx context.Context, c keymgr.APIKeyClaims) (string, time.Time, error)
+	RevokeAPIKey(ctx context.Context, raw, applicationID, keyType string) error
+}
+
+var _ APIKeyIssuer = (*keymgr.Server)(nil)
+
 // Config configures a Portal.
 type Config struct {
-	Store        *store.Store
-	Tokens       TokenVerifier
-	Clients      ClientRegistrar
+	Store   *store.Store
+	Tokens  TokenVerifier
+	Clients ClientRegistrar
+	// APIKeys issues API keys; when nil, Clients is used if it is an
+	// APIKeyIssuer too (the resident key manager is both), and the API-key
+	// routes answer 501 otherwise.
+	APIKeys      APIKeyIssuer
 	Logger       zerolog.Logger
 	MaxBodyBytes int64 // default DefaultMaxBodyBytes
 }
@@ -57,6 +71,7 @@ type Portal struct {
 	store   *store.Store
 	tokens  TokenVerifier
 	clients ClientRegistrar
+	apiKeys APIKeyIssuer
 	log     zerolog.Logger
 	maxBody int64
 }
@@ -82,7 +97,13 @@ func New(cfg Config) (*Portal, error) {
 	if cfg.MaxBodyBytes == 0 {
 		cfg.MaxBodyBytes = DefaultMaxBodyBytes
 	}
-	return &Portal{store: cfg.Store, tokens: cfg.Tokens, clients: cfg.Clients, log: cfg.Logger, maxBody: cfg.MaxBodyBytes}, nil
+	if cfg.APIKeys == nil {
+		cfg.APIKeys, _ = cfg.Clients.(APIKeyIssuer)
+	}
+	return &Portal{
+		store: cfg.Store, tokens: cfg.Tokens, clients: cfg.Clients, apiKeys: cfg.APIKeys, log: cfg.Logger,
+		maxBody: cfg.MaxBodyBytes,
+	}, nil
 }
 
 // Handler returns the router of all three REST APIs.

@@ -2,6 +2,7 @@ package portal
 
 import (
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -57,6 +58,18 @@ type apiDTO struct {
 	EndpointConfig  *endpointConf  `json:"endpointConfig,omitempty"`
 	Operations      []operationDTO `json:"operations"`
 	Policies        []string       `json:"policies"`
+	// SecurityScheme is WSO2's: oauth2 and/or api_key; default [oauth2].
+	SecurityScheme    []string `json:"securityScheme"`
+	CORSConfiguration *corsDTO `json:"corsConfiguration,omitempty"`
+}
+
+// corsDTO is WSO2's APICorsConfigurationDTO.
+type corsDTO struct {
+	CorsConfigurationEnabled      bool     `json:"corsConfigurationEnabled"`
+	AccessControlAllowOrigins     []string `json:"accessControlAllowOrigins"`
+	AccessControlAllowCredentials bool     `json:"accessControlAllowCredentials"`
+	AccessControlAllowHeaders     []string `json:"accessControlAllowHeaders"`
+	AccessControlAllowMethods     []string `json:"accessControlAllowMethods"`
 }
 
 type endpointConf struct {
@@ -103,6 +116,16 @@ func (d *apiDTO) toModel() (model.API, []string) {
 	if len(api.Policies) == 0 {
 		api.Policies = []string{"Unlimited"}
 	}
+	if len(d.SecurityScheme) > 0 {
+		api.SecurityScheme = d.SecurityScheme
+	}
+	if c := d.CORSConfiguration; c != nil {
+		api.CORS = &model.CORS{
+			Enabled: c.CorsConfigurationEnabled, AllowOrigins: c.AccessControlAllowOrigins,
+			AllowCredentials: c.AccessControlAllowCredentials, AllowHeaders: c.AccessControlAllowHeaders,
+			AllowMethods: upper(c.AccessControlAllowMethods),
+		}
+	}
 	for _, op := range d.Operations {
 		o := model.Operation{
 			Target: op.Target, Verb: strings.ToUpper(op.Verb), AuthType: op.AuthType,
@@ -132,9 +155,21 @@ func toAPIDTO(a *model.API) apiDTO {
 		EndpointConfig: &endpointConf{EndpointType: "http"},
 		Operations:     make([]operationDTO, 0, len(a.Operations)),
 		Policies:       a.Policies,
+		SecurityScheme: slices.Clone(a.Schemes()),
+		// WSO2 always shows corsConfiguration; disabled when not set.
+		CORSConfiguration: &corsDTO{
+			AccessControlAllowOrigins: []string{}, AccessControlAllowHeaders: []string{}, AccessControlAllowMethods: []string{},
+		},
 	}
 	if d.Policies == nil {
 		d.Policies = []string{}
+	}
+	if c := a.CORS; c != nil {
+		d.CORSConfiguration = &corsDTO{
+			CorsConfigurationEnabled: c.Enabled, AccessControlAllowOrigins: nonNilStrings(c.AllowOrigins),
+			AccessControlAllowCredentials: c.AllowCredentials, AccessControlAllowHeaders: nonNilStrings(c.AllowHeaders),
+			AccessControlAllowMethods: nonNilStrings(c.AllowMethods),
+		}
 	}
 	if a.Production != nil {
 		d.EndpointConfig.Production = &endpointDTO{URL: a.Production.URL}
@@ -152,6 +187,24 @@ func toAPIDTO(a *model.API) apiDTO {
 		})
 	}
 	return d
+}
+
+func nonNilStrings(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
+
+func upper(ss []string) []string {
+	if ss == nil {
+		return nil
+	}
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = strings.ToUpper(s)
+	}
+	return out
 }
 
 type paginationDTO struct {

@@ -25,6 +25,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	ratelimitconfv3 "github.com/envoyproxy/go-control-plane/envoy/config/ratelimit/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
 	routerv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/router/v3"
@@ -81,6 +82,9 @@ const (
 	CtxTier          = "tier"
 	CtxHasSandbox    = "has_sandbox"
 	CtxHasProduction = "has_production"
+	// CtxSecuritySchemes is the API's security schemes, space-separated
+	// (oauth2, api_key): which credentials the sidecar honours.
+	CtxSecuritySchemes = "security_schemes"
 )
 
 // Dynamic-metadata keys ext_authz sets for the rate-limit step. When they are
@@ -259,8 +263,10 @@ type translator struct {
 	noProduction *routev3.Route_DirectResponse
 	blocked      *routev3.Route_DirectResponse
 	noAuthz      map[string]*anypb.Any // typed_per_filter_config that disables ext_authz
-	jsonHeader   []*corev3.HeaderValueOption
-	headers      map[headerKey][]*routev3.HeaderMatcher
+	// preflightHeaders match the CORS preflights.
+	preflightHeaders []*routev3.HeaderMatcher
+	jsonHeader       []*corev3.HeaderValueOption
+	headers          map[headerKey][]*routev3.HeaderMatcher
 }
 
 // headerKey identifies the header matchers of a route.
@@ -292,6 +298,11 @@ func newTranslator(in Input) *translator {
 			AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD,
 		}},
 		headers: map[headerKey][]*routev3.HeaderMatcher{},
+		preflightHeaders: []*routev3.HeaderMatcher{
+			exactHeader(":method", "OPTIONS"),
+			{Name: "origin", HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}},
+			{Name: "access-control-request-method", HeaderMatchSpecifier: &routev3.HeaderMatcher_PresentMatch{PresentMatch: true}},
+		},
 	}
 }
 
@@ -346,10 +357,26 @@ func (t *translator) deployment(d model.Deployment) ([]routeEntry, error) {
 	if sandbox != nil {
 		n *= 2
 	}
+	cors := corsPolicy(api.CORS)
+	var preflightFilters map[string]*anypb.Any
+	var preflights map[string]bool // by target
+	if cors != nil {
+		n += len(api.Operations)
+		preflightFilters = map[string]*anypb.Any{wellknown.HTTPExternalAuthorization: t.noAuthz[wellknown.HTTPExternalAuthorization], wellknown.CORS: cors}
+		preflights = make(map[string]bool, len(api.Operations))
+	}
 	out := make([]routeEntry, 0, n)
 	for _, op := range api.Operations {
+		if cors != nil && !preflights[op.Target] {
+			preflights[op.Target] = true
+			action := prodAction
+			if action == nil {
+				action = sandboxAction
+			}
+			out = append(out, t.preflightRoute(api, op.Target, preflightFilters, action))
+		}
 		resource := op.Key()
-		perFilter, err := t.contextExtensions(api, op, resource, prod != nil, sandbox != nil)
+		perFilter, err := t.contextExtensions(api, op, resource, prod != nil, sandbox != nil, cors)
 		if err != nil {
 			return nil, fmt.Errorf("api %s: %w", apiName(api), err)
 		}
@@ -412,6 +439,13 @@ func checkUTF8(d model.Deployment) error {
 			errs = append(errs, fmt.Errorf("endpointConfig.%s.url %w: not valid UTF-8", ep.name, model.ErrInvalid))
 		}
 	}
+	if c := api.CORS; c != nil {
+		for i, o := range c.AllowOrigins {
+			if !utf8.ValidString(o) {
+				errs = append(errs, fmt.Errorf("corsConfiguration.accessControlAllowOrigins[%d] %w: not valid UTF-8", i, model.ErrInvalid))
+			}
+		}
+	}
 	for i, op := range api.Operations {
 		valid := utf8.ValidString(op.Target) && utf8.ValidString(op.Verb) && utf8.ValidString(op.AuthType) && utf8.ValidString(op.ThrottlingPolicy)
 		for _, s := range op.Scopes {
@@ -444,7 +478,7 @@ func (t *translator) backend(ep *model.Endpoint) (*backend, error) {
 
 // contextExtensions is the per-route ext_authz configuration of one
 // operation, shared by its production and sandbox routes.
-func (t *translator) contextExtensions(api model.API, op model.Operation, resource string, hasProd, hasSandbox bool) (map[string]*anypb.Any, error) {
+func (t *translator) contextExtensions(api model.API, op model.Operation, resource string, hasProd, hasSandbox bool, cors *anypb.Any) (map[string]*anypb.Any, error) {
 	ext := [...]keyValue{ // in key order, which spares extAuthzPerRoute the sorting
 		{CtxAPIContext, api.Context},
 		{CtxAPIID, api.ID},
@@ -456,13 +490,64 @@ func (t *translator) contextExtensions(api model.API, op model.Operation, resour
 		{CtxHasSandbox, strconv.FormatBool(hasSandbox)},
 		{CtxResource, resource},
 		{CtxScopes, strings.Join(op.Scopes, " ")},
+		{CtxSecuritySchemes, strings.Join(api.Schemes(), " ")},
 		{CtxTier, op.ThrottlingPolicy},
 	}
 	a, err := extAuthzPerRoute(ext[:])
 	if err != nil {
 		return nil, fmt.Errorf("operation %s: %w", resource, err)
 	}
+	if cors != nil {
+		return map[string]*anypb.Any{wellknown.HTTPExternalAuthorization: a, wellknown.CORS: cors}, nil
+	}
 	return map[string]*anypb.Any{wellknown.HTTPExternalAuthorization: a}, nil
+}
+
+// corsPolicy is the per-route configuration of Envoy's CORS filter for an
+// API, nil when its CORS is not enabled. Envoy echoes an allowed Origin in
+// Access-Control-Allow-Origin, for "*" too.
+func corsPolicy(c *model.CORS) *anypb.Any {
+	if c == nil || !c.Enabled {
+		return nil
+	}
+	p := &corsv3.CorsPolicy{
+		AllowMethods:     strings.Join(c.AllowMethods, ","),
+		AllowHeaders:     strings.Join(c.AllowHeaders, ","),
+		AllowCredentials: wrapperspb.Bool(c.AllowCredentials),
+		// Envoy answers every preflight, allowed or not: none reaches
+		// ext_authz or the backend.
+		ForwardNotMatchingPreflights: wrapperspb.Bool(false),
+	}
+	for _, o := range c.AllowOrigins {
+		m := &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_Exact{Exact: strings.TrimSuffix(o, "/")}, IgnoreCase: true}
+		if o == "*" {
+			m = &matcherv3.StringMatcher{MatchPattern: &matcherv3.StringMatcher_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: ".*"}}}
+		}
+		p.AllowOriginStringMatch = append(p.AllowOriginStringMatch, m)
+	}
+	return toAny(p)
+}
+
+// preflightRoute takes the CORS preflights (OPTIONS with Origin and
+// Access-Control-Request-Method) to one path of a CORS-enabled API, with
+// ext_authz off. Envoy's CORS filter, ahead of ext_authz, answers every one
+// of them itself (forward_not_matching_preflights is false): 200, with the
+// Access-Control-Allow-* headers only for an allowed origin. The route needs
+// a route action all the same, since Envoy's CORS filter ignores routes
+// without one (a direct response); the backend is never reached.
+func (t *translator) preflightRoute(api model.API, target string, perFilter map[string]*anypb.Any, action *routev3.Route_Route) routeEntry {
+	base := api.BasePath()
+	r := &routev3.Route{
+		Name: api.ID + ":preflight " + target,
+		Match: &routev3.RouteMatch{
+			PathSpecifier: &routev3.RouteMatch_SafeRegex{SafeRegex: &matcherv3.RegexMatcher{Regex: PathRegex(base, target)}},
+			Headers:       t.preflightHeaders,
+		},
+		TypedPerFilterConfig: perFilter,
+		Action:               action,
+	}
+	// Verb "" sorts it before every operation of the same template.
+	return routeEntry{segs: templateSegments(base + target), apiID: api.ID, route: r}
 }
 
 // route is a route of one operation, without its action.
@@ -716,7 +801,11 @@ func httpListener(in Input, routeName string) *listenerv3.Listener {
 				ConfigSourceSpecifier: &corev3.ConfigSource_Ads{Ads: &corev3.AggregatedConfigSource{}},
 			},
 		}},
+		// CORS first: it answers allowed preflights before ext_authz runs,
+		// and as the outermost encoder it adds its headers to ext_authz's
+		// and the rate limit's denials too, so a browser can read them.
 		HttpFilters: []*hcmv3.HttpFilter{
+			{Name: wellknown.CORS, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: toAny(&corsv3.Cors{})}},
 			{Name: wellknown.HTTPExternalAuthorization, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: toAny(authz)}},
 			{Name: wellknown.HTTPRateLimit, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: toAny(rl)}},
 			{Name: wellknown.Router, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: toAny(&routerv3.Router{})}},

@@ -290,7 +290,7 @@ func TestTranslateContextExtensions(t *testing.T) {
 		"api_id": "0f6a1c2e-0002-4000-8000-000000000002", "api_name": "PetStore", "api_version": "v2",
 		"api_context": "/pets", "environment": "Default", "resource": "POST /pets",
 		"auth_type": "Application & Application User", "scopes": "pets:write pets:admin",
-		"tier": "10KPerMin", "has_sandbox": "true", "has_production": "true",
+		"tier": "10KPerMin", "has_sandbox": "true", "has_production": "true", "security_schemes": "oauth2",
 	}
 	if d := cmp.Diff(want, per.GetCheckSettings().GetContextExtensions()); d != "" {
 		t.Errorf("context extensions (-want +got):\n%s", d)

@@ -95,7 +95,95 @@ type API struct {
 	// APIThrottlingPolicy is the API-level (advanced) policy over all
 	// callers of the API; empty or Unlimited does not limit.
 	APIThrottlingPolicy string `json:"apiThrottlingPolicy,omitempty"`
-	Generation          int64  `json:"generation"`
+	// SecurityScheme is WSO2's securityScheme: which credentials the
+	// gateway accepts (SchemeOAuth2, SchemeAPIKey). Empty means
+	// DefaultSecurityScheme, so revisions frozen before it existed keep
+	// accepting only OAuth2 tokens.
+	SecurityScheme []string `json:"securityScheme,omitempty"`
+	// CORS is WSO2's corsConfiguration, answered by Envoy; nil is disabled.
+	CORS       *CORS `json:"corsConfiguration,omitempty"`
+	Generation int64 `json:"generation"`
+}
+
+// Security schemes, as WSO2 spells them. SchemeMandatory is WSO2's marker
+// that one of the schemes is required; it is kept but changes nothing here,
+// since a secured operation always needs one of them.
+const (
+	SchemeOAuth2    = "oauth2"
+	SchemeAPIKey    = "api_key"
+	SchemeMandatory = "oauth_basic_auth_api_key_mandatory"
+)
+
+// DefaultSecurityScheme is the security scheme of an API that names none.
+var DefaultSecurityScheme = []string{SchemeOAuth2}
+
+// Schemes returns the API's security schemes, DefaultSecurityScheme when
+// it names none. The result must not be changed.
+func (a *API) Schemes() []string {
+	if len(a.SecurityScheme) == 0 {
+		return DefaultSecurityScheme
+	}
+	return a.SecurityScheme
+}
+
+// CORS is an API's CORS policy, WSO2's corsConfiguration.
+type CORS struct {
+	Enabled          bool     `json:"corsConfigurationEnabled"`
+	AllowOrigins     []string `json:"accessControlAllowOrigins"`
+	AllowCredentials bool     `json:"accessControlAllowCredentials"`
+	AllowHeaders     []string `json:"accessControlAllowHeaders"`
+	AllowMethods     []string `json:"accessControlAllowMethods"`
+}
+
+// validate reports the problems of c, each naming its WSO2 field.
+func (c *CORS) validate() []error {
+	var errs []error
+	field := func(name string, err error) {
+		errs = append(errs, fmt.Errorf("corsConfiguration.%s %w", name, err))
+	}
+	if c.Enabled && len(c.AllowOrigins) == 0 {
+		field("accessControlAllowOrigins", ErrRequired)
+	}
+	for i, o := range c.AllowOrigins {
+		if o == "*" {
+			if c.AllowCredentials {
+				field(fmt.Sprintf("accessControlAllowOrigins[%d]", i), fmt.Errorf(
+					"%w: \"*\" cannot be used with accessControlAllowCredentials", ErrInvalid))
+			}
+			continue
+		}
+		u, err := url.Parse(o)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") ||
+			u.RawQuery != "" || u.Fragment != "" || u.User != nil {
+			field(fmt.Sprintf("accessControlAllowOrigins[%d]", i), fmt.Errorf(
+				"%w: want \"*\" or an origin such as https://example.com, got %q", ErrInvalid, o))
+		}
+	}
+	for i, m := range c.AllowMethods {
+		if !verbs[m] {
+			field(fmt.Sprintf("accessControlAllowMethods[%d]", i), fmt.Errorf("%w: %q", ErrUnknownValue, m))
+		}
+	}
+	for i, h := range c.AllowHeaders {
+		if !isToken(h) {
+			field(fmt.Sprintf("accessControlAllowHeaders[%d]", i), fmt.Errorf("%w: %q is not a header name", ErrInvalid, h))
+		}
+	}
+	return errs
+}
+
+// isToken reports whether s is an HTTP token (RFC 9110 5.6.2), as header
+// names are.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for _, r := range s {
+		if r > 0x7e || r <= ' ' || strings.ContainsRune("\"(),/:;<=>?@[\\]{}", r) {
+			return false
+		}
+	}
+	return true
 }
 
 // BasePath is the gateway path prefix of the API: {context}/{version}.
@@ -133,6 +221,24 @@ func (a *API) Validate() error {
 		if err := ValidateEndpointURL(ep.URL); err != nil {
 			field("endpointConfig."+name+".url", err)
 		}
+	}
+	seenScheme := map[string]bool{}
+	for i, sc := range a.SecurityScheme {
+		switch sc {
+		case SchemeOAuth2, SchemeAPIKey, SchemeMandatory:
+		default:
+			field(fmt.Sprintf("securityScheme[%d]", i), fmt.Errorf("%w: %q; supported are oauth2, api_key", ErrUnknownValue, sc))
+		}
+		if seenScheme[sc] {
+			field(fmt.Sprintf("securityScheme[%d]", i), fmt.Errorf("%w: duplicate %q", ErrInvalid, sc))
+		}
+		seenScheme[sc] = true
+	}
+	if len(a.SecurityScheme) > 0 && !seenScheme[SchemeOAuth2] && !seenScheme[SchemeAPIKey] {
+		field("securityScheme", fmt.Errorf("%w: must include oauth2 or api_key", ErrInvalid))
+	}
+	if a.CORS != nil {
+		errs = append(errs, a.CORS.validate()...)
 	}
 	seen := map[string]bool{}
 	for i, op := range a.Operations {

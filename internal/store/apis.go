@@ -36,9 +36,10 @@ func (s *Store) CreateAPI(ctx context.Context, api model.API) (*model.API, error
 			return err
 		}
 		err := tx.QueryRow(ctx, `
-			INSERT INTO apis (id, name, description, context, version, provider, lifecycle_status, policies)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING generation`,
+			INSERT INTO apis (id, name, description, context, version, provider, lifecycle_status, policies, security_scheme, cors)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING generation`,
 			api.ID, api.Name, api.Description, api.Context, api.Version, api.Provider, string(api.Status), nonNil(api.Policies),
+			nonNil(api.SecurityScheme), api.CORS,
 		).Scan(&api.Generation)
 		if err != nil {
 			return apiWriteError(&api, err)
@@ -79,9 +80,10 @@ func (s *Store) UpdateAPI(ctx context.Context, api model.API) (*model.API, error
 		}
 		err = tx.QueryRow(ctx, `
 			UPDATE apis SET name = $2, description = $3, context = $4, version = $5, policies = $6,
-				generation = nextval('generation_seq'), updated_at = now()
+				security_scheme = $7, cors = $8, generation = nextval('generation_seq'), updated_at = now()
 			WHERE id = $1 RETURNING generation`,
 			api.ID, api.Name, api.Description, api.Context, api.Version, nonNil(api.Policies),
+			nonNil(api.SecurityScheme), api.CORS,
 		).Scan(&api.Generation)
 		if err != nil {
 			return apiWriteError(&api, err)
@@ -292,15 +294,20 @@ func getAPI(ctx context.Context, q querier, id string, forUpdate bool) (*model.A
 // loadAPIs loads the APIs selected by the SQL tail (WHERE/ORDER/LIMIT) with
 // their endpoints and operations.
 func loadAPIs(ctx context.Context, q querier, tail string, args ...any) ([]model.API, error) {
-	rows, err := q.Query(ctx, `SELECT id, name, description, context, version, provider, lifecycle_status, policies, generation FROM apis `+tail, args...)
+	rows, err := q.Query(ctx, `SELECT id, name, description, context, version, provider, lifecycle_status, policies,
+		security_scheme, cors, generation FROM apis `+tail, args...)
 	if err != nil {
 		return nil, fmt.Errorf("query apis: %w", err)
 	}
 	apis, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (model.API, error) {
 		var a model.API
 		var status string
-		err := r.Scan(&a.ID, &a.Name, &a.Description, &a.Context, &a.Version, &a.Provider, &status, &a.Policies, &a.Generation)
+		err := r.Scan(&a.ID, &a.Name, &a.Description, &a.Context, &a.Version, &a.Provider, &status, &a.Policies,
+			&a.SecurityScheme, &a.CORS, &a.Generation)
 		a.Status = model.LifecycleStatus(status)
+		if len(a.SecurityScheme) == 0 {
+			a.SecurityScheme = nil
+		}
 		a.Operations = []model.Operation{}
 		return a, err
 	})
