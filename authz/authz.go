@@ -198,7 +198,9 @@ func (s *Server) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, *denia
 		}
 	}
 	if ext[ExtAuthType] == model.AuthNone {
-		return unsecuredResponse(apiID), nil
+		// No credential, but the API's and the resource's limits still
+		// protect the backend.
+		return unsecuredResponse(apiID, apiTiers(idx, apiID, ext)), nil
 	}
 
 	// The credential: a bearer access token where the API takes oauth2,
@@ -309,7 +311,21 @@ func (s *Server) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, *denia
 		return nil, s.deny[codeScope]
 	}
 	p, known := idx.Policy(model.LevelSubscription, sub.ThrottlingPolicy)
-	t := tiers{sub: !known || !p.Unlimited(), app: limiting(idx, model.LevelApplication, app.ThrottlingPolicy)}
+	t := apiTiers(idx, apiID, ext)
+	t.sub = !known || !p.Unlimited()
+	t.app = limiting(idx, model.LevelApplication, app.ThrottlingPolicy)
+
+	if resp := v.memo(km, app, sub, t); resp != nil {
+		return resp, nil
+	}
+	m := &okMemo{km: km, app: app, sub: sub, tiers: t, resp: allowedResponse(v, km, app, sub, t)}
+	v.remember(m)
+	return m.resp, nil
+}
+
+// apiTiers are the API-level and resource-level limits of a request.
+func apiTiers(idx *gwstate.Index, apiID string, ext map[string]string) tiers {
+	var t tiers
 	if d, ok := idx.Deployment(apiID); ok && d.API.APIThrottlingPolicy != "" {
 		t.api = limiting(idx, model.LevelAPI, d.API.APIThrottlingPolicy)
 	}
@@ -318,13 +334,7 @@ func (s *Server) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, *denia
 			t.resource = ext[ExtResource]
 		}
 	}
-
-	if resp := v.memo(km, app, sub, t); resp != nil {
-		return resp, nil
-	}
-	m := &okMemo{km: km, app: app, sub: sub, tiers: t, resp: allowedResponse(v, km, app, sub, t)}
-	v.remember(m)
-	return m.resp, nil
+	return t
 }
 
 // limiting returns the policy of a level by name if it limits; an unknown
@@ -624,11 +634,24 @@ func okResponse(keyType string, meta map[string]*structpb.Value, remove string) 
 // unsecuredResponse allows a request to a resource of auth type None. Any
 // Authorization header is not the gateway's credential there and is passed
 // on, as WSO2 does (its OAuth authenticator, which strips it, does not run).
-func unsecuredResponse(apiID string) *authv3.CheckResponse {
-	return okResponse(model.KeyTypeProduction, map[string]*structpb.Value{
+func unsecuredResponse(apiID string, t tiers) *authv3.CheckResponse {
+	meta := map[string]*structpb.Value{
 		MetaAPIID:   structpb.NewStringValue(apiID),
 		MetaKeyType: structpb.NewStringValue(model.KeyTypeProduction),
-	}, "")
+	}
+	t.addMeta(meta)
+	return okResponse(model.KeyTypeProduction, meta, "")
+}
+
+// addMeta adds the API-level and resource-level tiers' rate-limit metadata.
+func (t tiers) addMeta(meta map[string]*structpb.Value) {
+	if t.api != nil {
+		meta[MetaAPITier] = structpb.NewStringValue(t.api.Name)
+	}
+	if t.res != nil {
+		meta[MetaResource] = structpb.NewStringValue(t.resource)
+		meta[MetaResourceTier] = structpb.NewStringValue(t.res.Name)
+	}
 }
 
 func allowedResponse(v *verified, km *model.KeyMapping, app *model.Application, sub *model.Subscription, t tiers) *authv3.CheckResponse {
@@ -647,13 +670,7 @@ func allowedResponse(v *verified, km *model.KeyMapping, app *model.Application, 
 	if t.app != nil {
 		meta[MetaApplicationTier] = structpb.NewStringValue(t.app.Name)
 	}
-	if t.api != nil {
-		meta[MetaAPITier] = structpb.NewStringValue(t.api.Name)
-	}
-	if t.res != nil {
-		meta[MetaResource] = structpb.NewStringValue(t.resource)
-		meta[MetaResourceTier] = structpb.NewStringValue(t.res.Name)
-	}
+	t.addMeta(meta)
 	remove := "authorization"
 	if v.apiKey {
 		remove = HeaderAPIKey

@@ -182,6 +182,11 @@ func TestCheckAllowed(t *testing.T) {
 			api: "api-gold", ext: map[string]string{ExtAuthType: model.AuthNone},
 			want: okWant("PRODUCTION", map[string]string{"api_id": "api-gold", "key_type": "PRODUCTION"}),
 		},
+		"auth type None keeps its resource limit": {
+			api: "api-gold", ext: map[string]string{ExtAuthType: model.AuthNone, ExtTier: "10KPerMin"},
+			want: okWant("PRODUCTION", map[string]string{"api_id": "api-gold", "key_type": "PRODUCTION",
+				"resource": "GET /pets/{id}", "resource_tier": "10KPerMin"}),
+		},
 		"gold subscription carries the tier": {
 			api: "api-gold", token: bearer(tokenClaims("ck-prod", nil)),
 			want: tokenOK("PRODUCTION", meta("api-gold", "PRODUCTION", "ck-prod", "sub-gold", "Gold")),

@@ -108,6 +108,7 @@ func testState() *model.GatewayState {
 		Policies: []model.Policy{
 			{Level: model.LevelSubscription, Name: "Gold", RequestCount: 5000, UnitTime: 1, TimeUnit: "min", StopOnQuotaReach: true, Generation: 1},
 			{Level: model.LevelSubscription, Name: "Unlimited", RequestCount: 0, UnitTime: 1, TimeUnit: "min", Generation: 1},
+			{Level: model.LevelAPI, Name: "10KPerMin", RequestCount: 10000, UnitTime: 1, TimeUnit: "min", StopOnQuotaReach: true, Generation: 1},
 		},
 	}
 }

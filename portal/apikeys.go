@@ -93,7 +93,7 @@ func (p *Portal) generateAPIKey(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	key, exp, err := p.apiKeys.SignAPIKey(r.Context(), keymgr.APIKeyClaims{
+	key, _, err := p.apiKeys.SignAPIKey(r.Context(), keymgr.APIKeyClaims{
 		Subject: app.Owner, KeyType: keyType, Validity: validity,
 		Application:      keymgr.APIKeyApplication{ID: app.ID, Name: app.Name, Owner: app.Owner, Tier: app.ThrottlingPolicy},
 		PermittedIP:      ips,
@@ -104,7 +104,9 @@ func (p *Portal) generateAPIKey(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
-	writeJSON(w, http.StatusOK, apiKeyDTO{APIKey: key, ValidityTime: int64(time.Until(exp).Round(time.Second) / time.Second)})
+	// The validity granted, in seconds, as WSO2 answers; not the time left,
+	// which rounds to nothing for a one-second key on a busy machine.
+	writeJSON(w, http.StatusOK, apiKeyDTO{APIKey: key, ValidityTime: int64(validity / time.Second)})
 }
 
 func (p *Portal) revokeAPIKey(w http.ResponseWriter, r *http.Request) {
