@@ -219,3 +219,15 @@ func TestWildcardMatch(t *testing.T) {
 		}
 	}
 }
+
+// TestWSO2StyleAccessToken: WSO2's access tokens carry an application claim
+// whose "id" is a number beside its "uuid"; such a token is a valid bearer
+// token, not a malformed API key.
+func TestWSO2StyleAccessToken(t *testing.T) {
+	key, _ := keys(t)
+	s := newTestServer(t, func() time.Time { return testNow })
+	req := request("api-gold", "Bearer "+sign(t, jose.RS256, key, testKid, benchClaims(0)), nil)
+	if resp, err := s.Check(context.Background(), req); err != nil || resp.GetOkResponse() == nil {
+		t.Fatalf("Check = %v, %v; want allowed", resp, err)
+	}
+}

@@ -234,18 +234,28 @@ func parseClaims(b []byte, c *claims) error {
 	})
 }
 
-// applicationID reads the id of an API key's application claim, an object.
+// applicationID reads the application of an API key's application claim,
+// an object: its "uuid", else its "id" when that is a string. WSO2's tokens
+// carry a numeric "id" beside the "uuid", which must not make them malformed.
 func applicationID(b []byte) (string, error) {
 	if len(b) == 0 || b[0] != '{' {
 		return "", errMalformed
 	}
-	var id string
+	var id, uuid string
 	err := scanObject(b, func(key, val []byte) error {
 		var err error
-		if string(key) == "id" {
-			id, err = jsonString(val)
+		switch string(key) {
+		case "uuid":
+			uuid, err = jsonString(val)
+		case "id":
+			if len(val) > 0 && val[0] == '"' {
+				id, err = jsonString(val)
+			}
 		}
 		return err
 	})
+	if uuid != "" {
+		return uuid, err
+	}
 	return id, err
 }
