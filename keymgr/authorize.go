@@ -108,18 +108,13 @@ func (s *Server) checkRedirect(ctx context.Context, w http.ResponseWriter, r *ht
 	return c
 }
 
-// handleAuthorize validates an authorization request and shows the login
-// form. Errors that can go back to the client (a bad scope, no PKCE) are
-// redirected to its redirect_uri, as RFC 6749 4.1.2.1 asks.
-func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
+// authorizeRequest checks the client and its redirect URI, then the
+// authorization request with its PKCE challenge; on failure it has answered.
+func (s *Server) authorizeRequest(w http.ResponseWriter, r *http.Request) (*client, fosite.AuthorizeRequester, bool) {
 	ctx := r.Context()
-	if err := r.ParseForm(); err != nil {
-		errorPage(w, http.StatusBadRequest, "Malformed request.")
-		return
-	}
 	c := s.checkRedirect(ctx, w, r)
 	if c == nil {
-		return
+		return nil, nil, false
 	}
 	ar, err := s.provider.NewAuthorizeRequest(ctx, r)
 	if err == nil {
@@ -127,6 +122,21 @@ func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		s.authorizeError(ctx, w, ar, err)
+		return nil, nil, false
+	}
+	return c, ar, true
+}
+
+// handleAuthorize validates an authorization request and shows the login
+// form. Errors that can go back to the client (a bad scope, no PKCE) are
+// redirected to its redirect_uri, as RFC 6749 4.1.2.1 asks.
+func (s *Server) handleAuthorize(w http.ResponseWriter, r *http.Request) {
+	if err := r.ParseForm(); err != nil {
+		errorPage(w, http.StatusBadRequest, "Malformed request.")
+		return
+	}
+	c, _, ok := s.authorizeRequest(w, r)
+	if !ok {
 		return
 	}
 	s.renderLogin(w, r, c, "")
@@ -212,16 +222,8 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		errorPage(w, http.StatusForbidden, "The sign-in form expired or was not ours; start again.")
 		return
 	}
-	c := s.checkRedirect(ctx, w, r)
-	if c == nil {
-		return
-	}
-	ar, err := s.provider.NewAuthorizeRequest(ctx, r)
-	if err == nil {
-		err = checkPKCE(ar)
-	}
-	if err != nil {
-		s.authorizeError(ctx, w, ar, err)
+	c, ar, ok := s.authorizeRequest(w, r)
+	if !ok {
 		return
 	}
 	user := r.PostForm.Get("username")
