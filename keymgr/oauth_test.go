@@ -644,7 +644,7 @@ func TestRotateKeys(t *testing.T) {
 		t.Fatal(err)
 	}
 	retiredIn := time.Duration(secs * float64(time.Second))
-	if want := DefaultAccessTokenTTL + clockLeeway; retiredIn < want-time.Minute || retiredIn > want {
+	if want := DefaultAccessTokenTTL + DefaultKeyReloadInterval + clockLeeway; retiredIn < want-time.Minute || retiredIn > want {
 		t.Errorf("old key retires in %v, want about %v", retiredIn, want)
 	}
 	after, err := e.ccConfig(id, secret).Token(ctx)

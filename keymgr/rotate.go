@@ -36,13 +36,16 @@ func generateKey() (kid, pemText string, err error) {
 }
 
 // retireAfter is how long a retired key keeps verifying: the longest access
-// token lifetime, plus the clock leeway, so every token it signed has
-// expired before it leaves the JWKS.
-func (s *Server) retireAfter() time.Duration { return s.cfg.AccessTokenTTL + clockLeeway }
+// token lifetime, plus one key reload (other replicas go on signing with the
+// old key until their next reload), plus the clock leeway, so every token it
+// signed has expired before it leaves the JWKS.
+func (s *Server) retireAfter() time.Duration {
+	return s.cfg.AccessTokenTTL + s.cfg.KeyReloadInterval + clockLeeway
+}
 
 // RotateKeys makes a new signing key active now. The previous key is retired:
 // it stays in the JWKS and keeps verifying until every token it signed has
-// expired (retired_at = now + AccessTokenTTL + leeway). Other replicas pick
+// expired (retired_at = now + retireAfter). Other replicas pick
 // the new key up at their next reload (Start); until then they sign with the
 // old one, which every replica still verifies.
 //
