@@ -81,22 +81,29 @@ func TestCheckAPIKey(t *testing.T) {
 		"sandbox key on prod-only blocked":    {api: "api-pob", schemes: both, headers: map[string]string{"apikey": apiKey(apiKeyClaims("app-1", model.KeyTypeSandbox, nil))}},
 		"production key on prod-only blocked": {api: "api-pob", schemes: both, headers: map[string]string{"apikey": good}, want: &denied{401, "900907", "The requested API is temporarily blocked", "", true}},
 		"ip permitted": {api: "api-gold", schemes: both, source: "10.1.2.3", headers: map[string]string{
-			"apikey": apiKey(apiKeyClaims("app-1", model.KeyTypeProduction, map[string]any{"permittedIP": "192.168.1.1, 10.0.0.0/8"}))}},
+			"apikey": apiKey(apiKeyClaims("app-1", model.KeyTypeProduction, map[string]any{"permittedIP": "192.168.1.1, 10.0.0.0/8"})),
+		}},
 		"ip not permitted": {api: "api-gold", schemes: both, source: "127.0.0.1", headers: map[string]string{
-			"apikey": apiKey(apiKeyClaims("app-1", model.KeyTypeProduction, map[string]any{"permittedIP": "192.168.1.1,10.0.0.0/8"}))}, want: &forbidden},
+			"apikey": apiKey(apiKeyClaims("app-1", model.KeyTypeProduction, map[string]any{"permittedIP": "192.168.1.1,10.0.0.0/8"})),
+		}, want: &forbidden},
 		"ip not permitted, spoofed x-forwarded-for": {api: "api-gold", schemes: both, source: "127.0.0.1", headers: map[string]string{
 			"x-forwarded-for": "10.1.2.3",
-			"apikey":          apiKey(apiKeyClaims("app-1", model.KeyTypeProduction, map[string]any{"permittedIP": "10.0.0.0/8"}))}, want: &forbidden},
+			"apikey":          apiKey(apiKeyClaims("app-1", model.KeyTypeProduction, map[string]any{"permittedIP": "10.0.0.0/8"})),
+		}, want: &forbidden},
 		"referer permitted": {api: "api-gold", schemes: both, headers: map[string]string{
 			"referer": "https://shop.example.com/cart",
-			"apikey":  apiKey(apiKeyClaims("app-1", model.KeyTypeProduction, map[string]any{"permittedReferer": "https://*.example.com/*"}))}},
+			"apikey":  apiKey(apiKeyClaims("app-1", model.KeyTypeProduction, map[string]any{"permittedReferer": "https://*.example.com/*"})),
+		}},
 		"referer not permitted": {api: "api-gold", schemes: both, headers: map[string]string{
 			"referer": "https://evil.test/https://x.example.com/",
-			"apikey":  apiKey(apiKeyClaims("app-1", model.KeyTypeProduction, map[string]any{"permittedReferer": "https://*.example.com/*"}))}, want: &forbidden},
+			"apikey":  apiKey(apiKeyClaims("app-1", model.KeyTypeProduction, map[string]any{"permittedReferer": "https://*.example.com/*"})),
+		}, want: &forbidden},
 		"no referer": {api: "api-gold", schemes: both, headers: map[string]string{
-			"apikey": apiKey(apiKeyClaims("app-1", model.KeyTypeProduction, map[string]any{"permittedReferer": "https://*.example.com/*"}))}, want: &forbidden},
+			"apikey": apiKey(apiKeyClaims("app-1", model.KeyTypeProduction, map[string]any{"permittedReferer": "https://*.example.com/*"})),
+		}, want: &forbidden},
 		"bad permittedIP claim": {api: "api-gold", schemes: both, headers: map[string]string{
-			"apikey": apiKey(apiKeyClaims("app-1", model.KeyTypeProduction, map[string]any{"permittedIP": "10.0.0.0/99"}))}, want: &invalid},
+			"apikey": apiKey(apiKeyClaims("app-1", model.KeyTypeProduction, map[string]any{"permittedIP": "10.0.0.0/99"})),
+		}, want: &invalid},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

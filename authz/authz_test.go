@@ -184,8 +184,10 @@ func TestCheckAllowed(t *testing.T) {
 		},
 		"auth type None keeps its resource limit": {
 			api: "api-gold", ext: map[string]string{ExtAuthType: model.AuthNone, ExtTier: "10KPerMin"},
-			want: okWant("PRODUCTION", map[string]string{"api_id": "api-gold", "key_type": "PRODUCTION",
-				"resource": "GET /pets/{id}", "resource_tier": "10KPerMin"}),
+			want: okWant("PRODUCTION", map[string]string{
+				"api_id": "api-gold", "key_type": "PRODUCTION",
+				"resource": "GET /pets/{id}", "resource_tier": "10KPerMin",
+			}),
 		},
 		"gold subscription carries the tier": {
 			api: "api-gold", token: bearer(tokenClaims("ck-prod", nil)),

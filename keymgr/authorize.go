@@ -173,12 +173,16 @@ func (s *Server) renderLogin(w http.ResponseWriter, r *http.Request, c *client, 
 		errorPage(w, http.StatusInternalServerError, "The request could not be processed.")
 		return
 	}
-	http.SetCookie(w, &http.Cookie{
+	// HttpOnly and SameSite always; Secure whenever BaseURL is HTTPS, and not
+	// on plain-HTTP base URLs (tests, local runs) where browsers would drop it.
+	http.SetCookie(w, &http.Cookie{ //nolint:gosec // G124: Secure follows BaseURL's scheme (csrfSecure), by design
 		Name: csrfCookie, Value: token, Path: PathAuthorize, MaxAge: 600,
 		HttpOnly: true, Secure: s.csrfSecure, SameSite: http.SameSiteLaxMode,
 	})
-	data := loginData{ClientName: c.ID, Owner: c.Owner, Error: msg, Action: PathAuthorize, CSRF: token,
-		Scopes: strings.Fields(r.Form.Get("scope"))}
+	data := loginData{
+		ClientName: c.ID, Owner: c.Owner, Error: msg, Action: PathAuthorize, CSRF: token,
+		Scopes: strings.Fields(r.Form.Get("scope")),
+	}
 	if name, err := s.clientName(r.Context(), c.ID); err == nil {
 		data.ClientName = name
 	}
@@ -268,7 +272,7 @@ func (s *Server) handleLogin(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The form is used: its CSRF cookie goes.
-	http.SetCookie(w, &http.Cookie{
+	http.SetCookie(w, &http.Cookie{ //nolint:gosec // G124: Secure follows BaseURL's scheme (csrfSecure), by design
 		Name: csrfCookie, Value: "", Path: PathAuthorize, MaxAge: -1,
 		HttpOnly: true, Secure: s.csrfSecure, SameSite: http.SameSiteLaxMode,
 	})

@@ -210,8 +210,10 @@ func TestNoSecretsInLogs(t *testing.T) {
 	// exchange and its replay.
 	callback := "http://127.0.0.1:9/cb"
 	acID, acSecret := e.authCodeClient(t, "erin", callback, GrantAuthorizationCode, GrantRefreshToken)
-	conf := &oauth2.Config{ClientID: acID, ClientSecret: acSecret, RedirectURL: callback,
-		Endpoint: oauth2.Endpoint{AuthURL: e.ts.URL + PathAuthorize, TokenURL: e.ts.URL + PathToken}}
+	conf := &oauth2.Config{
+		ClientID: acID, ClientSecret: acSecret, RedirectURL: callback,
+		Endpoint: oauth2.Endpoint{AuthURL: e.ts.URL + PathAuthorize, TokenURL: e.ts.URL + PathToken},
+	}
 	verifier := oauth2.GenerateVerifier()
 	b := browser(t)
 	_, body := get(t, b, conf.AuthCodeURL("state-log-test", oauth2.S256ChallengeOption(verifier)))
@@ -234,8 +236,10 @@ func TestNoSecretsInLogs(t *testing.T) {
 	_, _ = conf.Exchange(ctx, code, oauth2.VerifierOption(verifier))
 
 	logs := e.logs.String()
-	for _, msg := range []string{"token issued", "token request refused", "client registered", "token revoked",
-		"token introspected", "userinfo refused", "login refused: bad credentials", "authorization code issued"} {
+	for _, msg := range []string{
+		"token issued", "token request refused", "client registered", "token revoked",
+		"token introspected", "userinfo refused", "login refused: bad credentials", "authorization code issued",
+	} {
 		if !strings.Contains(logs, msg) {
 			t.Errorf("the log has no %q", msg)
 		}

@@ -605,8 +605,10 @@ func TestAuthorizationCodeWithPKCE(t *testing.T) {
 		}
 		// A client without the authorization_code grant gets no token.
 		noID, noSecret := e.authCodeClient(t, "alice", "http://127.0.0.1:9/other", GrantPassword)
-		nc := &oauth2.Config{ClientID: noID, ClientSecret: noSecret, RedirectURL: "http://127.0.0.1:9/other",
-			Endpoint: conf.Endpoint}
+		nc := &oauth2.Config{
+			ClientID: noID, ClientSecret: noSecret, RedirectURL: "http://127.0.0.1:9/other",
+			Endpoint: conf.Endpoint,
+		}
 		resp, _ := get(t, browser(t), nc.AuthCodeURL("state-12345678", oauth2.S256ChallengeOption(verifier)))
 		if resp.StatusCode == http.StatusOK {
 			loc := login(t, nc.AuthCodeURL("state-12345678", oauth2.S256ChallengeOption(verifier)), "alice", "alice-password-1")

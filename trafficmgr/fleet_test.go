@@ -132,7 +132,7 @@ func fleetAccuracy(t *testing.T, brokers []string, windows int) {
 		servers, agents = append(servers, s), append(agents, a)
 	}
 	deadline := time.Now().Add(30 * time.Second)
-	for !(agents[0].Connected() && agents[1].Connected() && agents[0].FleetSize() == 2 && agents[1].FleetSize() == 2) {
+	for !agents[0].Connected() || !agents[1].Connected() || agents[0].FleetSize() != 2 || agents[1].FleetSize() != 2 {
 		if time.Now().After(deadline) {
 			t.Fatalf("agents not connected with a fleet of 2: %v/%d %v/%d", agents[0].Connected(), agents[0].FleetSize(), agents[1].Connected(), agents[1].FleetSize())
 		}

@@ -141,7 +141,7 @@ func TestFleetMembershipExpiresOnlyWhenConnected(t *testing.T) {
 func TestEstimateBoundsTheFleet(t *testing.T) {
 	for _, limit := range []int64{3, 100, 10_000} {
 		for _, skew := range []float64{0.5, 0.8, 1} {
-			rng := rand.New(rand.NewPCG(uint64(limit), uint64(skew*10)))
+			rng := rand.New(rand.NewPCG(uint64(limit), uint64(skew*10))) //nolint:gosec // G115: limit is a positive test constant, a seed only
 			ids := []string{"gw-a", "gw-b"}
 			views := []*view{newTestView("gw-a", 0), newTestView("gw-b", 0)}
 			for _, v := range views {

@@ -269,13 +269,13 @@ func (g *ConditionGroup) validate(prefix string) error {
 				field(cp+"jwtClaimsCondition.claimUrl", ErrRequired)
 			}
 			if _, err := regexp.Compile(c.Value); err != nil {
-				field(cp+"jwtClaimsCondition.attribute", fmt.Errorf("%w: %v", ErrInvalid, err))
+				field(cp+"jwtClaimsCondition.attribute", fmt.Errorf("%w: %w", ErrInvalid, err))
 			}
 		case CondIP:
 			switch c.IPType {
 			case "IPSPECIFIC":
 				if _, err := netip.ParseAddr(c.SpecificIP); err != nil {
-					field(cp+"ipCondition.specificIP", fmt.Errorf("%w: %v", ErrInvalid, err))
+					field(cp+"ipCondition.specificIP", fmt.Errorf("%w: %w", ErrInvalid, err))
 				}
 			case "IPRANGE":
 				if err := validRange(c.StartIP, c.EndIP); err != nil {
@@ -294,11 +294,11 @@ func (g *ConditionGroup) validate(prefix string) error {
 func validRange(start, end string) error {
 	a, err := netip.ParseAddr(start)
 	if err != nil {
-		return fmt.Errorf("%w: %v", ErrInvalid, err)
+		return fmt.Errorf("%w: %w", ErrInvalid, err)
 	}
 	b, err := netip.ParseAddr(end)
 	if err != nil {
-		return fmt.Errorf("%w: endingIP: %v", ErrInvalid, err)
+		return fmt.Errorf("%w: endingIP: %w", ErrInvalid, err)
 	}
 	if a.Is4() != b.Is4() || b.Less(a) {
 		return fmt.Errorf("%w: %s..%s is not a range of one address family", ErrInvalid, start, end)
@@ -356,7 +356,7 @@ func CompileCondition(expr string) (cel.Program, error) {
 	}
 	prg, err := env.Program(ast)
 	if err != nil {
-		return nil, fmt.Errorf("%w: CEL: %v", ErrInvalid, err)
+		return nil, fmt.Errorf("%w: CEL: %w", ErrInvalid, err)
 	}
 	return prg, nil
 }
@@ -403,7 +403,7 @@ func (d *DenyPolicy) Validate() error {
 		}
 	case DenyIP:
 		if _, err := netip.ParseAddr(d.Value); err != nil {
-			field("conditionValue.fixedIp", fmt.Errorf("%w: %v", ErrInvalid, err))
+			field("conditionValue.fixedIp", fmt.Errorf("%w: %w", ErrInvalid, err))
 		}
 	case DenyIPRange:
 		if err := validRange(d.StartIP, d.EndIP); err != nil {
