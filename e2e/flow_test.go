@@ -198,13 +198,23 @@ func (e *env) token(id, secret, form string) string {
 
 func (e *env) publishAPI(token, name, context string, policies []string) string {
 	e.t.Helper()
-	var api struct{ ID string }
-	e.must(201, "POST", "/api/am/publisher/v4/apis", token, map[string]any{
+	return e.publishAPIWith(token, name, context, policies, nil)
+}
+
+// publishAPIWith is publishAPI with extra fields of the API body.
+func (e *env) publishAPIWith(token, name, context string, policies []string, extra map[string]any) string {
+	e.t.Helper()
+	body := map[string]any{
 		"name": name, "context": context, "version": "1.0.0",
 		"endpointConfig": map[string]any{"endpoint_type": "http", "production_endpoints": map[string]any{"url": e.backend + "/backend"}},
 		"operations":     []map[string]any{{"target": "/items/{itemId}", "verb": "GET"}},
 		"policies":       policies,
-	}, &api)
+	}
+	for k, v := range extra {
+		body[k] = v
+	}
+	var api struct{ ID string }
+	e.must(201, "POST", "/api/am/publisher/v4/apis", token, body, &api)
 	var rev struct{ ID string }
 	e.must(201, "POST", "/api/am/publisher/v4/apis/"+api.ID+"/revisions", token, map[string]any{"description": "r1"}, &rev)
 	e.must(201, "POST", "/api/am/publisher/v4/apis/"+api.ID+"/deploy-revision?revisionId="+rev.ID, token,

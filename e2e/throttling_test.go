@@ -74,6 +74,43 @@ func TestThrottling(t *testing.T) {
 		}
 	})
 
+	t.Run("API-level policy 3/min: 4th call 429 900800", func(t *testing.T) {
+		e.must(201, "POST", "/api/am/admin/v4/throttling/policies/advanced", admin, map[string]any{
+			"policyName": "ApiThreePerMin", "description": "e2e",
+			"defaultLimit": map[string]any{"type": "REQUESTCOUNTLIMIT", "requestCount": map[string]any{"timeUnit": "min", "unitTime": 1, "requestCount": 3}},
+		}, nil)
+		// A misspelt tier is refused, not silently unlimited.
+		var failure struct{ Description string }
+		if got := e.call("POST", "/api/am/publisher/v4/apis", admin, map[string]any{
+			"name": "Typo", "context": "/typo", "version": "1.0.0", "apiThrottlingPolicy": "ApiThreePerMn",
+			"endpointConfig": map[string]any{"endpoint_type": "http", "production_endpoints": map[string]any{"url": e.backend}},
+			"operations":     []map[string]any{{"target": "/x", "verb": "GET"}},
+		}, &failure); got != 400 || !strings.Contains(failure.Description, "ApiThreePerMn") {
+			t.Errorf("unknown apiThrottlingPolicy = %d %q, want 400 naming it", got, failure.Description)
+		}
+		capped := e.publishAPIWith(admin, "Capped", "/capped", []string{"Unlimited"}, map[string]any{"apiThrottlingPolicy": "ApiThreePerMin"})
+		e.subscribe(admin, openApp, capped, "Unlimited")
+		if s := time.Now().Second(); s > 45 {
+			time.Sleep(time.Duration(61-s) * time.Second)
+		}
+		// The first call waits for the API and the subscription to reach the
+		// gateway; refusals before then are not counted.
+		e.eventually(10*time.Second, func() string {
+			if status, _, body, _ := e.gateway("GET", "/capped/1.0.0/items/1", open); status != 200 {
+				return "call 1: " + body
+			}
+			return ""
+		})
+		for i := 2; i <= 3; i++ {
+			if status, _, body, _ := e.gateway("GET", "/capped/1.0.0/items/1", open); status != 200 {
+				t.Fatalf("call %d = %d %s, want 200", i, status, body)
+			}
+		}
+		if status, code, body, _ := e.gateway("GET", "/capped/1.0.0/items/1", open); status != 429 || code != "900800" {
+			t.Fatalf("4th call = %d %s, want 429 900800", status, body)
+		}
+	})
+
 	t.Run("deny policy on the application: 403 900805 within 1s, then allowed again", func(t *testing.T) {
 		var deny struct{ ConditionID string }
 		e.must(201, "POST", "/api/am/admin/v4/throttling/deny-policies", admin, map[string]any{

@@ -59,8 +59,10 @@ type apiDTO struct {
 	Operations      []operationDTO `json:"operations"`
 	Policies        []string       `json:"policies"`
 	// SecurityScheme is WSO2's: oauth2 and/or api_key; default [oauth2].
-	SecurityScheme    []string `json:"securityScheme"`
-	CORSConfiguration *corsDTO `json:"corsConfiguration,omitempty"`
+	SecurityScheme []string `json:"securityScheme"`
+	// APIThrottlingPolicy is an advanced policy over all the API's resources.
+	APIThrottlingPolicy string   `json:"apiThrottlingPolicy,omitempty"`
+	CORSConfiguration   *corsDTO `json:"corsConfiguration,omitempty"`
 }
 
 // corsDTO is WSO2's APICorsConfigurationDTO.
@@ -97,7 +99,7 @@ func (d *apiDTO) toModel() (model.API, []string) {
 	var problems []string
 	api := model.API{
 		Name: strings.TrimSpace(d.Name), Description: d.Description, Context: d.Context, Version: d.Version,
-		Policies: d.Policies, Operations: []model.Operation{},
+		Policies: d.Policies, Operations: []model.Operation{}, APIThrottlingPolicy: d.APIThrottlingPolicy,
 	}
 	if d.Type != "" && !strings.EqualFold(d.Type, "HTTP") {
 		problems = append(problems, "type "+strconv.Quote(d.Type)+" is not supported; only HTTP")
@@ -152,10 +154,11 @@ func toAPIDTO(a *model.API) apiDTO {
 	d := apiDTO{
 		ID: a.ID, Name: a.Name, Description: a.Description, Context: a.Context, Version: a.Version,
 		Provider: a.Provider, LifeCycleStatus: string(a.Status), Type: "HTTP",
-		EndpointConfig: &endpointConf{EndpointType: "http"},
-		Operations:     make([]operationDTO, 0, len(a.Operations)),
-		Policies:       a.Policies,
-		SecurityScheme: slices.Clone(a.Schemes()),
+		EndpointConfig:      &endpointConf{EndpointType: "http"},
+		Operations:          make([]operationDTO, 0, len(a.Operations)),
+		Policies:            a.Policies,
+		SecurityScheme:      slices.Clone(a.Schemes()),
+		APIThrottlingPolicy: a.APIThrottlingPolicy,
 		// WSO2 always shows corsConfiguration; disabled when not set.
 		CORSConfiguration: &corsDTO{
 			AccessControlAllowOrigins: []string{}, AccessControlAllowHeaders: []string{}, AccessControlAllowMethods: []string{},

@@ -32,14 +32,15 @@ func (s *Store) CreateAPI(ctx context.Context, api model.API) (*model.API, error
 		return nil, err
 	}
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		if err := checkPolicies(ctx, tx, model.LevelSubscription, api.Policies); err != nil {
+		if err := checkAPIPolicies(ctx, tx, &api); err != nil {
 			return err
 		}
 		err := tx.QueryRow(ctx, `
-			INSERT INTO apis (id, name, description, context, version, provider, lifecycle_status, policies, security_scheme, cors)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING generation`,
+			INSERT INTO apis (id, name, description, context, version, provider, lifecycle_status, policies, security_scheme, cors,
+				api_throttling_policy)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING generation`,
 			api.ID, api.Name, api.Description, api.Context, api.Version, api.Provider, string(api.Status), nonNil(api.Policies),
-			nonNil(api.SecurityScheme), api.CORS,
+			nonNil(api.SecurityScheme), api.CORS, api.APIThrottlingPolicy,
 		).Scan(&api.Generation)
 		if err != nil {
 			return apiWriteError(&api, err)
@@ -75,15 +76,16 @@ func (s *Store) UpdateAPI(ctx context.Context, api model.API) (*model.API, error
 		if err := checkAPI(&api); err != nil {
 			return err
 		}
-		if err := checkPolicies(ctx, tx, model.LevelSubscription, api.Policies); err != nil {
+		if err := checkAPIPolicies(ctx, tx, &api); err != nil {
 			return err
 		}
 		err = tx.QueryRow(ctx, `
 			UPDATE apis SET name = $2, description = $3, context = $4, version = $5, policies = $6,
-				security_scheme = $7, cors = $8, generation = nextval('generation_seq'), updated_at = now()
+				security_scheme = $7, cors = $8, api_throttling_policy = $9,
+				generation = nextval('generation_seq'), updated_at = now()
 			WHERE id = $1 RETURNING generation`,
 			api.ID, api.Name, api.Description, api.Context, api.Version, nonNil(api.Policies),
-			nonNil(api.SecurityScheme), api.CORS,
+			nonNil(api.SecurityScheme), api.CORS, api.APIThrottlingPolicy,
 		).Scan(&api.Generation)
 		if err != nil {
 			return apiWriteError(&api, err)
@@ -212,8 +214,29 @@ func joinLines(err error) string {
 	return strings.ReplaceAll(err.Error(), "\n", "; ")
 }
 
-// checkPolicies requires every name to exist at level.
-func checkPolicies(ctx context.Context, q querier, level string, names []string) error {
+// checkAPIPolicies requires the tiers an API offers to exist as
+// subscription policies, and its API-level and resource-level tiers as
+// advanced (api-level) policies: a misspelt tier must not leave the API
+// unlimited without a word.
+func checkAPIPolicies(ctx context.Context, q querier, api *model.API) error {
+	if err := checkPolicies(ctx, q, "policies", model.LevelSubscription, api.Policies); err != nil {
+		return err
+	}
+	advanced := make([]string, 0, len(api.Operations)+1)
+	if api.APIThrottlingPolicy != "" {
+		advanced = append(advanced, api.APIThrottlingPolicy)
+	}
+	for _, op := range api.Operations {
+		if op.ThrottlingPolicy != "" {
+			advanced = append(advanced, op.ThrottlingPolicy)
+		}
+	}
+	return checkPolicies(ctx, q, "apiThrottlingPolicy/operations[].throttlingPolicy", model.LevelAPI, advanced)
+}
+
+// checkPolicies requires every name to exist at level; field names the
+// request field in the error.
+func checkPolicies(ctx context.Context, q querier, field, level string, names []string) error {
 	if len(names) == 0 {
 		return nil
 	}
@@ -236,7 +259,7 @@ func checkPolicies(ctx context.Context, q querier, level string, names []string)
 		}
 	}
 	if len(missing) > 0 {
-		return invalid("policies: no %s throttling policy named %s", level, strings.Join(missing, ", "))
+		return invalid("%s: no %s throttling policy named %s", field, level, strings.Join(missing, ", "))
 	}
 	return nil
 }
@@ -295,7 +318,7 @@ func getAPI(ctx context.Context, q querier, id string, forUpdate bool) (*model.A
 // their endpoints and operations.
 func loadAPIs(ctx context.Context, q querier, tail string, args ...any) ([]model.API, error) {
 	rows, err := q.Query(ctx, `SELECT id, name, description, context, version, provider, lifecycle_status, policies,
-		security_scheme, cors, generation FROM apis `+tail, args...)
+		security_scheme, cors, api_throttling_policy, generation FROM apis `+tail, args...)
 	if err != nil {
 		return nil, fmt.Errorf("query apis: %w", err)
 	}
@@ -303,7 +326,7 @@ func loadAPIs(ctx context.Context, q querier, tail string, args ...any) ([]model
 		var a model.API
 		var status string
 		err := r.Scan(&a.ID, &a.Name, &a.Description, &a.Context, &a.Version, &a.Provider, &status, &a.Policies,
-			&a.SecurityScheme, &a.CORS, &a.Generation)
+			&a.SecurityScheme, &a.CORS, &a.APIThrottlingPolicy, &a.Generation)
 		a.Status = model.LifecycleStatus(status)
 		if len(a.SecurityScheme) == 0 {
 			a.SecurityScheme = nil

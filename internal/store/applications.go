@@ -56,7 +56,7 @@ func (s *Store) CreateApplication(ctx context.Context, app Application) (*Applic
 		return nil, invalid("%s", strings.Join(errs, "; "))
 	}
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		if err := checkPolicies(ctx, tx, model.LevelApplication, []string{app.ThrottlingPolicy}); err != nil {
+		if err := checkPolicies(ctx, tx, "throttlingPolicy", model.LevelApplication, []string{app.ThrottlingPolicy}); err != nil {
 			return invalid("throttlingPolicy: no application throttling policy named %s", app.ThrottlingPolicy)
 		}
 		err := tx.QueryRow(ctx, `

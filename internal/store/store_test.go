@@ -176,6 +176,39 @@ func TestAPILifecycleAndEvents(t *testing.T) {
 		_, err := s.CreateAPI(ctx, bad)
 		return err
 	})
+	// Unknown API-level or resource-level (advanced) policy: invalid, and
+	// the error names it.
+	for _, edit := range []func(*model.API){
+		func(a *model.API) { a.APIThrottlingPolicy = "50KPerMn" },
+		func(a *model.API) { a.Operations[0].ThrottlingPolicy = "50KPerMn" },
+	} {
+		bad := petstore()
+		bad.Context, bad.Name = "/other", "Other"
+		edit(&bad)
+		f.failsCleanly(store.ErrInvalid, []string{"apis"}, func() error {
+			_, err := s.CreateAPI(ctx, bad)
+			if err != nil && !strings.Contains(err.Error(), "50KPerMn") {
+				t.Errorf("error does not name the policy: %v", err)
+			}
+			return err
+		})
+	}
+	// A known one is stored and read back.
+	capped := petstore()
+	capped.Context, capped.Name, capped.APIThrottlingPolicy = "/capped", "Capped", "50KPerMin"
+	cappedAPI, err := s.CreateAPI(ctx, capped)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back, err := s.GetAPI(ctx, cappedAPI.ID); err != nil {
+		t.Fatal(err)
+	} else if back.APIThrottlingPolicy != "50KPerMin" {
+		t.Errorf("apiThrottlingPolicy read back %q, want 50KPerMin", back.APIThrottlingPolicy)
+	}
+	if err := s.DeleteAPI(ctx, cappedAPI.ID); err != nil {
+		t.Fatal(err)
+	}
+	f.newEvents()
 	// Model validation: invalid, nothing written.
 	f.failsCleanly(store.ErrInvalid, []string{"apis"}, func() error {
 		_, err := s.CreateAPI(ctx, model.API{Provider: "alice"})
