@@ -13,30 +13,17 @@ import (
 // corsConfiguration (nil: none) and returns its id.
 func (e *env) publishSecured(token, name, context string, schemes []string, cors map[string]any) string {
 	e.t.Helper()
-	body := map[string]any{
-		"name": name, "context": context, "version": "1.0.0",
-		"endpointConfig": map[string]any{"endpoint_type": "http", "production_endpoints": map[string]any{"url": e.backend + "/backend"}},
-		"operations":     []map[string]any{{"target": "/items/{itemId}", "verb": "GET"}},
-		"policies":       []string{"Unlimited"},
-		"securityScheme": schemes,
-	}
+	extra := map[string]any{"securityScheme": schemes}
 	if cors != nil {
-		body["corsConfiguration"] = cors
+		extra["corsConfiguration"] = cors
 	}
-	var api struct {
-		ID             string
-		SecurityScheme []string
-	}
-	e.must(201, "POST", "/api/am/publisher/v4/apis", token, body, &api)
+	id := e.publishAPIWith(token, name, context, []string{"Unlimited"}, extra)
+	var api struct{ SecurityScheme []string }
+	e.must(200, "GET", "/api/am/publisher/v4/apis/"+id, token, nil, &api)
 	if strings.Join(api.SecurityScheme, " ") != strings.Join(schemes, " ") {
 		e.t.Fatalf("securityScheme = %v, want %v", api.SecurityScheme, schemes)
 	}
-	var rev struct{ ID string }
-	e.must(201, "POST", "/api/am/publisher/v4/apis/"+api.ID+"/revisions", token, map[string]any{"description": "r1"}, &rev)
-	e.must(201, "POST", "/api/am/publisher/v4/apis/"+api.ID+"/deploy-revision?revisionId="+rev.ID, token,
-		[]map[string]any{{"name": "Default", "vhost": "localhost", "displayOnDevportal": true}}, nil)
-	e.must(200, "POST", "/api/am/publisher/v4/apis/change-lifecycle?apiId="+api.ID+"&action=Publish", token, nil, nil)
-	return api.ID
+	return id
 }
 
 // apiKey generates an API key of keyType for app.
