@@ -394,6 +394,12 @@ func TestOneRelayLeadsAtATime(t *testing.T) {
 	}
 	appendEvents(t, pool, true, apiEvent("first", 1))
 	rec.waitFor(t, 5*time.Second, "first", hasID("first"))
+	// The tail can see the message before the leader's write call returns
+	// and counts it.
+	deadline = time.Now().Add(5 * time.Second)
+	for leader.Published() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
 	if leader.Published() != 1 || standby.Published() != 0 {
 		t.Fatalf("published: leader %d, standby %d", leader.Published(), standby.Published())
 	}
