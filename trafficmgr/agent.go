@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/segmentio/kafka-go"
 
@@ -38,6 +39,10 @@ type AgentConfig struct {
 	// OnThrottle, when set, is called when a key is first throttled by a
 	// decision, with the decision's publishing time and the time applied.
 	OnThrottle func(key string, published, applied time.Time)
+	// Registry, when set, gets the metrics apim_throttle_agent_*: counts
+	// published, publish errors, decisions applied, requests refused by
+	// reason and admitted while disconnected, connected and fleet size.
+	Registry *prometheus.Registry
 }
 
 // Agent is a gateway's part of fleet-wide throttling: the ratelimit.Fleet
@@ -76,7 +81,14 @@ func NewAgent(cfg AgentConfig) (*Agent, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Agent{cfg: cfg, view: newView(cfg.GatewayID, cfg.FleetSize, cfg.Silence, 5*cfg.RefreshInterval, cfg.OnThrottle)}, nil
+	a := &Agent{cfg: cfg, view: newView(cfg.GatewayID, cfg.FleetSize, cfg.Silence, 5*cfg.RefreshInterval, cfg.OnThrottle)}
+	a.view.met.addGauges(a.Connected, a.FleetSize)
+	if cfg.Registry != nil {
+		if err := register(cfg.Registry, a.view.met.collectors); err != nil {
+			return nil, fmt.Errorf("throttle agent: register metrics: %w", err)
+		}
+	}
+	return a, nil
 }
 
 // Admit implements ratelimit.Fleet.
@@ -125,6 +137,7 @@ func (a *Agent) Start(ctx context.Context) error {
 					readBroadcast(ctx, a.cfg.Brokers, TopicDecisions, p, since, log, func(m kafka.Message) {
 						msg, err := decodeMessage(m.Value)
 						if err != nil {
+							a.view.met.invalid.Inc()
 							log.Warn().Err(err).Int64("offset", m.Offset).Msg("skipping throttle message")
 							return
 						}
@@ -169,10 +182,15 @@ func (a *Agent) Start(ctx context.Context) error {
 		wctx, cancel := context.WithTimeout(ctx, writeTimeout)
 		err := w.WriteMessages(wctx, msgs...)
 		cancel()
-		if err != nil && ctx.Err() == nil {
+		switch {
+		case err == nil:
+			a.view.met.batches.Inc()
+			a.view.met.counts.Add(float64(len(msgs)))
+		case ctx.Err() == nil:
 			// Counts are cumulative: publishing all of them next time
 			// makes up for the lost batch.
 			all = true
+			a.view.met.publishErrors.Inc()
 			log.Warn().Err(err).Int("counts", len(msgs)).Msg("publish throttle counts")
 		}
 	}
@@ -186,6 +204,7 @@ func (a *Agent) presence(ctx context.Context, w *kafka.Writer) {
 	wctx, cancel := context.WithTimeout(ctx, writeTimeout)
 	defer cancel()
 	if err := w.WriteMessages(wctx, kafka.Message{Topic: TopicDecisions, Key: []byte(a.cfg.GatewayID), Value: b}); err != nil && ctx.Err() == nil {
+		a.view.met.publishErrors.Inc()
 		a.cfg.Logger.Warn().Err(err).Msg("announce gateway presence")
 	}
 }

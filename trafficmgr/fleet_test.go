@@ -11,6 +11,8 @@ import (
 
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 
 	"github.com/apim-dev/apim/internal/events"
@@ -56,7 +58,9 @@ type windowStats struct {
 // two traffic managers on brokers, offers each limit twice its count per
 // window, 60% on one gateway and 40% on the other, and checks the admitted
 // requests per window. The second traffic manager stops two seconds into
-// the second window and starts again at the start of the last one.
+// the second window and starts again at the start of the last one. Then it
+// checks the metrics of the run, stops the traffic managers and checks that
+// the gateways say so and admit their share of a limit only.
 func fleetAccuracy(t *testing.T, brokers []string, windows int) {
 	ctx := t.Context()
 	if err := events.EnsureTopics(ctx, brokers, 4, TopicCounts, TopicDecisions); err != nil {
@@ -74,8 +78,12 @@ func fleetAccuracy(t *testing.T, brokers []string, windows int) {
 	}
 	st.Replace(&model.GatewayState{Environment: model.DefaultEnvironment, Policies: pols})
 
+	// Every manager started, with its stop, in order: tm-1, tm-2, tm-2
+	// again; each with a registry of its own.
+	var managers []*Manager
+	var stops []func()
 	startManager := func(id string) (stop func()) {
-		m, err := NewManager(ManagerConfig{Brokers: brokers, ID: id, Logger: log.With().Str("tm", id).Logger()})
+		m, err := NewManager(ManagerConfig{Brokers: brokers, ID: id, Logger: log.With().Str("tm", id).Logger(), Registry: prometheus.NewRegistry()})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -93,6 +101,7 @@ func fleetAccuracy(t *testing.T, brokers []string, windows int) {
 				stop()
 			}
 		})
+		managers, stops = append(managers, m), append(stops, stop)
 		return stop
 	}
 	startManager("tm-1")
@@ -105,12 +114,15 @@ func fleetAccuracy(t *testing.T, brokers []string, windows int) {
 	clock.Store(new(time.Now()))
 	var servers []*ratelimit.Server
 	var agents []*Agent
+	var agentRegs []*prometheus.Registry
 	var wg sync.WaitGroup
 	agentCtx, stopAgents := context.WithCancel(ctx)
 	t.Cleanup(func() { stopAgents(); wg.Wait() })
 	for _, id := range []string{"gw-a", "gw-b"} {
+		reg := prometheus.NewRegistry()
+		agentRegs = append(agentRegs, reg)
 		a, err := NewAgent(AgentConfig{
-			Brokers: brokers, GatewayID: id, Logger: log.With().Str("gateway", id).Logger(),
+			Brokers: brokers, GatewayID: id, Logger: log.With().Str("gateway", id).Logger(), Registry: reg,
 			OnThrottle: func(_ string, published, applied time.Time) {
 				lagMu.Lock()
 				lags = append(lags, applied.Sub(published))
@@ -138,6 +150,11 @@ func fleetAccuracy(t *testing.T, brokers []string, windows int) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	for i, a := range agents {
+		if c, n := testutil.ToFloat64(a.view.met.connected), testutil.ToFloat64(a.view.met.fleetSize); c != 1 || n != 2 {
+			t.Errorf("agent %d: apim_throttle_agent_connected %v, fleet_size %v; want 1, 2", i, c, n)
+		}
+	}
 
 	// Start at the next window boundary.
 	first := time.Now().Truncate(fleetWindow).Add(fleetWindow)
@@ -150,6 +167,7 @@ func fleetAccuracy(t *testing.T, brokers []string, windows int) {
 		}
 	}
 	sent := make([]int64, len(limits))
+	keysHeld := 0.0 // by the traffic managers when tm-2 stopped
 	tm2Stopped, tm2Restarted := false, false
 	end := first.Add(time.Duration(windows) * fleetWindow)
 	tick := time.NewTicker(5 * time.Millisecond)
@@ -163,6 +181,7 @@ func fleetAccuracy(t *testing.T, brokers []string, windows int) {
 		into := n.Sub(first) - time.Duration(w)*fleetWindow
 		if w == 1 && into >= 2*time.Second && !tm2Stopped {
 			tm2Stopped = true
+			keysHeld = testutil.ToFloat64(managers[0].met.keys) + testutil.ToFloat64(managers[1].met.keys)
 			stopTM2()
 			t.Logf("traffic manager tm-2 stopped at %s", n.Format("15:04:05.000"))
 		}
@@ -195,8 +214,10 @@ func fleetAccuracy(t *testing.T, brokers []string, windows int) {
 		}
 	}
 
+	var refusedWant int64
 	for i, l := range limits {
 		for w, ws := range stats[i] {
+			refusedWant += ws.offered - ws.admitted
 			over := float64(ws.admitted-l.limit) / float64(l.limit) * 100
 			t.Logf("limit %d per %s, window %d: offered %d, admitted %d (%+.2f%%), admitted before the first 429: %d",
 				l.limit, fleetWindow, w, ws.offered, ws.admitted, over, ws.beforeFirst429)
@@ -210,6 +231,27 @@ func fleetAccuracy(t *testing.T, brokers []string, windows int) {
 			}
 		}
 	}
+	checkFleetMetrics(t, managers, agents, agentRegs, keysHeld, refusedWant, len(limits))
+
+	// The traffic managers running now (tm-1 and, after its restart, tm-2)
+	// share the partitions of the counts between them.
+	running := []*Manager{managers[0], managers[len(managers)-1]}
+	partitions := func(m *Manager) float64 { return testutil.ToFloat64(m.met.partitions) }
+	for deadline := time.Now().Add(30 * time.Second); partitions(running[0])+partitions(running[1]) != 4 || partitions(running[0]) == 0 || partitions(running[1]) == 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("apim_trafficmgr_assigned_partitions of tm-1, tm-2: %v, %v; want 4 partitions between them", partitions(running[0]), partitions(running[1]))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	stops[0]()
+	stops[len(stops)-1]()
+	for i, m := range running {
+		if p := partitions(m); p != 0 {
+			t.Errorf("traffic manager %d stopped: apim_trafficmgr_assigned_partitions %v, want 0", i, p)
+		}
+	}
+	checkDisconnected(t, agents, servers, &clock)
+
 	lagMu.Lock()
 	defer lagMu.Unlock()
 	if len(lags) == 0 {
@@ -221,6 +263,102 @@ func fleetAccuracy(t *testing.T, brokers []string, windows int) {
 		len(lags), lags[len(lags)/2], p99, lags[len(lags)-1])
 	if p99 > time.Second {
 		t.Errorf("decision → gateway p99 %s > 1s", p99)
+	}
+}
+
+// checkFleetMetrics checks the metrics of a fleet run: the managers
+// consumed counts and published decisions, the agents published counts and
+// applied decisions, and the requests the gateways refused are those the
+// agents count as refused.
+func checkFleetMetrics(t *testing.T, managers []*Manager, agents []*Agent, agentRegs []*prometheus.Registry, keysHeld float64, refusedWant int64, keys int) {
+	t.Helper()
+	var consumed, invalid, stale, decisions, publishErrors float64
+	for _, m := range managers {
+		consumed += testutil.ToFloat64(m.met.consumedOK)
+		invalid += testutil.ToFloat64(m.met.consumedInvalid)
+		stale += testutil.ToFloat64(m.met.consumedStale)
+		decisions += testutil.ToFloat64(m.met.decisions)
+		publishErrors += testutil.ToFloat64(m.met.publishErrors)
+	}
+	t.Logf("traffic managers: counts consumed %v (invalid %v, stale %v), decisions published %v, publish errors %v, keys held when tm-2 stopped %v",
+		consumed, invalid, stale, decisions, publishErrors, keysHeld)
+	if consumed == 0 || decisions == 0 {
+		t.Errorf("apim_trafficmgr_counts_consumed_total{result=ok} %v, decisions_published_total %v; want both > 0", consumed, decisions)
+	}
+	if invalid != 0 {
+		t.Errorf("apim_trafficmgr_counts_consumed_total{result=invalid} %v, want 0", invalid)
+	}
+	if keysHeld < float64(keys) {
+		t.Errorf("apim_trafficmgr_keys of tm-1 and tm-2 %v while both limits were in use, want >= %d", keysHeld, keys)
+	}
+	var refused float64
+	for i, a := range agents {
+		met := a.view.met
+		batches, counts, applied := testutil.ToFloat64(met.batches), testutil.ToFloat64(met.counts), testutil.ToFloat64(met.applied)
+		byDecision, byShare := testutil.ToFloat64(met.refusedDecision), testutil.ToFloat64(met.refusedShare)
+		refused += byDecision + byShare
+		t.Logf("agent %d: batches %v, counts %v published (errors %v), decisions applied %v, refused by decision %v, by share %v, admitted disconnected %v",
+			i, batches, counts, testutil.ToFloat64(met.publishErrors), applied, byDecision, byShare, testutil.ToFloat64(met.admittedDisconnected))
+		if batches == 0 || counts < batches || applied == 0 {
+			t.Errorf("agent %d: apim_throttle_agent_batches_published_total %v, counts_published_total %v, decisions_applied_total %v; want > 0, >= batches, > 0", i, batches, counts, applied)
+		}
+		if testutil.ToFloat64(met.invalid) != 0 {
+			t.Errorf("agent %d: apim_throttle_agent_messages_invalid_total %v, want 0", i, testutil.ToFloat64(met.invalid))
+		}
+		// What an operator scrapes: every metric registered, once.
+		names := []string{
+			"apim_throttle_agent_batches_published_total", "apim_throttle_agent_counts_published_total",
+			"apim_throttle_agent_publish_errors_total", "apim_throttle_agent_messages_invalid_total",
+			"apim_throttle_agent_decisions_applied_total", "apim_throttle_agent_refused_total",
+			"apim_throttle_agent_admitted_disconnected_total", "apim_throttle_agent_connected", "apim_throttle_agent_fleet_size",
+		}
+		if n, err := testutil.GatherAndCount(agentRegs[i], names...); err != nil || n != len(names)+1 { // refused_total has two series
+			t.Errorf("agent %d: %d series of %d metrics gathered (%v), want %d", i, n, len(names), err, len(names)+1)
+		}
+	}
+	if refused != float64(refusedWant) {
+		t.Errorf("apim_throttle_agent_refused_total of the gateways %v, want %d (the requests answered OVER_LIMIT)", refused, refusedWant)
+	}
+	var byDecision float64
+	for _, a := range agents {
+		byDecision += testutil.ToFloat64(a.view.met.refusedDecision)
+	}
+	if byDecision == 0 {
+		t.Error(`apim_throttle_agent_refused_total{reason="decision"} 0: no request was refused by a traffic manager's decision`)
+	}
+}
+
+// checkDisconnected checks, once every traffic manager stopped, that the
+// agents say they are disconnected and that a gateway admits its share of a
+// fresh limit only, as counted by its metrics.
+func checkDisconnected(t *testing.T, agents []*Agent, servers []*ratelimit.Server, clock *atomic.Pointer[time.Time]) {
+	t.Helper()
+	connected := func() float64 {
+		return testutil.ToFloat64(agents[0].view.met.connected) + testutil.ToFloat64(agents[1].view.met.connected)
+	}
+	for deadline := time.Now().Add(30 * time.Second); connected() != 0; {
+		if time.Now().After(deadline) {
+			t.Fatalf("traffic managers stopped: apim_throttle_agent_connected of the gateways sum to %v, want 0", connected())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	met := agents[0].view.met
+	admitted0, refused0 := testutil.ToFloat64(met.admittedDisconnected), testutil.ToFloat64(met.refusedShare)
+	clock.Store(new(time.Now()))
+	admitted := 0
+	for range 100 {
+		resp, err := servers[0].ShouldRateLimit(t.Context(), rlReq("sub-disconnected", "Hundred"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if resp.GetOverallCode() == rlsv3.RateLimitResponse_OK {
+			admitted++
+		}
+	}
+	// Two gateways in the fleet: gw-a's share of 100 is 50.
+	gotAdmitted, gotRefused := testutil.ToFloat64(met.admittedDisconnected)-admitted0, testutil.ToFloat64(met.refusedShare)-refused0
+	if admitted != 50 || gotAdmitted != 50 || gotRefused != 50 {
+		t.Errorf("disconnected, 100 requests on a limit of 100: %d admitted, apim_throttle_agent_admitted_disconnected_total +%v, refused_total{reason=share} +%v; want 50 each", admitted, gotAdmitted, gotRefused)
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/segmentio/kafka-go"
 )
@@ -26,6 +27,10 @@ type ManagerConfig struct {
 	RefreshInterval time.Duration
 	Now             func() time.Time
 	Logger          zerolog.Logger
+	// Registry, when set, gets the metrics apim_trafficmgr_*: counts
+	// consumed by result, decisions published, publish errors, keys held
+	// and partitions assigned.
+	Registry *prometheus.Registry
 }
 
 // Manager is one traffic-manager replica. The replicas share the consumer
@@ -34,6 +39,7 @@ type ManagerConfig struct {
 // one replica, whatever the number of replicas.
 type Manager struct {
 	cfg ManagerConfig
+	met *managerMetrics
 
 	mu  sync.Mutex
 	agg *aggregator
@@ -56,7 +62,14 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Manager{cfg: cfg, agg: newAggregator()}, nil
+	m := &Manager{cfg: cfg, agg: newAggregator()}
+	m.met = newManagerMetrics(m.Keys)
+	if cfg.Registry != nil {
+		if err := register(cfg.Registry, m.met.collectors); err != nil {
+			return nil, fmt.Errorf("traffic manager: register metrics: %w", err)
+		}
+	}
+	return m, nil
 }
 
 // Start consumes counts and publishes decisions until ctx is done; it
@@ -64,8 +77,12 @@ func NewManager(cfg ManagerConfig) (*Manager, error) {
 // its partitions over at once.
 func (m *Manager) Start(ctx context.Context) error {
 	log := m.cfg.Logger
+	clientID := "apim-traffic-manager-" + m.cfg.ID
 	r := kafka.NewReader(kafka.ReaderConfig{
 		Brokers: m.cfg.Brokers, GroupID: GroupID, Topic: TopicCounts,
+		// The default dialer's settings, with a client id by which the
+		// group's description tells this replica's partitions.
+		Dialer:   &kafka.Dialer{ClientID: clientID, Timeout: 10 * time.Second, DualStack: true},
 		MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 100 * time.Millisecond,
 		// A fresh group starts at the end: counts are republished every
 		// second, so nothing older is needed. Offsets are committed in the
@@ -82,7 +99,7 @@ func (m *Manager) Start(ctx context.Context) error {
 		Logger:            kafkaLogger{log, zerolog.DebugLevel},
 		ErrorLogger:       kafkaLogger{log, zerolog.WarnLevel},
 	})
-	w := newWriter(m.cfg.Brokers, "apim-traffic-manager-"+m.cfg.ID, log)
+	w := newWriter(m.cfg.Brokers, clientID, log)
 	defer w.Close()
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -105,14 +122,21 @@ func (m *Manager) Start(ctx context.Context) error {
 			}
 			c, err := decodeCount(msg.Value)
 			if err != nil {
+				m.met.consumedInvalid.Inc()
 				log.Warn().Err(err).Int("partition", msg.Partition).Int64("offset", msg.Offset).Msg("skipping throttle count")
 				continue
 			}
 			m.mu.Lock()
-			m.agg.add(c, m.cfg.Now())
+			live := m.agg.add(c, m.cfg.Now())
 			m.mu.Unlock()
+			if live {
+				m.met.consumedOK.Inc()
+			} else {
+				m.met.consumedStale.Inc()
+			}
 		}
 	})
+	wg.Go(func() { m.watchPartitions(ctx, clientID) })
 	defer func() {
 		cancel()
 		wg.Wait()
@@ -144,9 +168,16 @@ func (m *Manager) Start(ctx context.Context) error {
 		if len(ds) == 0 {
 			continue
 		}
-		if err := m.publish(ctx, w, ds); err != nil && ctx.Err() == nil {
-			// The next refresh republishes every live key.
-			log.Warn().Err(err).Int("decisions", len(ds)).Msg("publish throttle decisions")
+		if err := m.publish(ctx, w, ds); err != nil {
+			if ctx.Err() == nil {
+				// The next refresh republishes every live key.
+				m.met.publishErrors.Inc()
+				log.Warn().Err(err).Int("decisions", len(ds)).Msg("publish throttle decisions")
+			}
+		} else if all {
+			m.met.decisions.Add(float64(len(ds) - 1)) // the heartbeat is last
+		} else {
+			m.met.decisions.Add(float64(len(ds)))
 		}
 	}
 }
@@ -167,6 +198,32 @@ func (m *Manager) publish(ctx context.Context, w *kafka.Writer, ds []Message) er
 	ctx, cancel := context.WithTimeout(ctx, writeTimeout)
 	defer cancel()
 	return w.WriteMessages(ctx, msgs...)
+}
+
+// watchPartitions sets the assigned-partitions gauge from the group's
+// description each RefreshInterval until ctx is done, and to 0 then.
+func (m *Manager) watchPartitions(ctx context.Context, clientID string) {
+	transport := &kafka.Transport{ClientID: clientID + "-admin"}
+	defer transport.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(m.cfg.Brokers...), Timeout: writeTimeout, Transport: transport}
+	defer m.met.partitions.Set(0)
+	t := time.NewTicker(m.cfg.RefreshInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		n, err := assignedPartitions(ctx, client, clientID)
+		if err != nil {
+			if ctx.Err() == nil {
+				m.cfg.Logger.Debug().Err(err).Msg("assigned partitions")
+			}
+			continue
+		}
+		m.met.partitions.Set(float64(n))
+	}
 }
 
 // Keys is the number of throttle keys this replica holds.

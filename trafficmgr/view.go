@@ -29,6 +29,7 @@ type view struct {
 	silence     time.Duration
 	presenceTTL time.Duration
 	onThrottle  func(key string, published, applied time.Time)
+	met         *agentMetrics
 
 	seed   maphash.Seed
 	shards [viewShards]struct {
@@ -62,7 +63,7 @@ type keyView struct {
 func newView(self string, minFleet int, silence, presenceTTL time.Duration, onThrottle func(string, time.Time, time.Time)) *view {
 	v := &view{
 		self: self, minFleet: max(minFleet, 1), silence: silence, presenceTTL: presenceTTL,
-		onThrottle: onThrottle, seed: maphash.MakeSeed(), members: map[string]time.Time{},
+		onThrottle: onThrottle, met: newAgentMetrics(), seed: maphash.MakeSeed(), members: map[string]time.Time{},
 	}
 	for i := range v.shards {
 		v.shards[i].m = map[string]*keyView{}
@@ -111,6 +112,7 @@ func (v *view) admit(key string, start, end time.Time, limit, count int64, now t
 		k.start = start // the key was first heard of in a decision
 	}
 	if now.Before(k.throttledUntil) {
+		v.met.refusedDecision.Inc()
 		return false
 	}
 	self := k.seen[v.self]
@@ -119,9 +121,13 @@ func (v *view) admit(key string, start, end time.Time, limit, count int64, now t
 		allow = min(allow, share(limit, f.n, f.rank))
 	}
 	if count > allow {
+		v.met.refusedShare.Inc()
 		return false
 	}
 	k.local = max(k.local, count)
+	if silent {
+		v.met.admittedDisconnected.Inc()
+	}
 	return true
 }
 
@@ -140,6 +146,7 @@ func (v *view) apply(m Message, now time.Time) {
 		if !m.WindowEnd.After(now) {
 			return
 		}
+		v.met.applied.Inc()
 		k := v.key(m.Key, time.Time{}, m.WindowEnd, m.Limit)
 		k.mu.Lock()
 		for gw, c := range m.Counts {

@@ -4,6 +4,8 @@ import (
 	"math/rand/v2"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 var (
@@ -45,6 +47,13 @@ func TestLoneGatewayIsExact(t *testing.T) {
 	local = 0
 	if got := admitN(v, &local, "k2", 3, 4, t0); got != 3 {
 		t.Fatalf("connected: admitted %d of 4 at 3/min, want 3", got)
+	}
+	// Only the first three were admitted while disconnected.
+	if got := testutil.ToFloat64(v.met.admittedDisconnected); got != 3 {
+		t.Errorf("apim_throttle_agent_admitted_disconnected_total %v, want 3", got)
+	}
+	if got := testutil.ToFloat64(v.met.refusedShare); got != 2 {
+		t.Errorf(`apim_throttle_agent_refused_total{reason="share"} %v, want 2`, got)
 	}
 }
 
@@ -104,6 +113,12 @@ func TestDecisionThrottlesUntilWindowEndOnly(t *testing.T) {
 	}
 	if len(applied) != 1 || applied[0] != "k" {
 		t.Errorf("OnThrottle calls %v, want [k]", applied)
+	}
+	if got := testutil.ToFloat64(v.met.applied); got != 1 {
+		t.Errorf("apim_throttle_agent_decisions_applied_total %v, want 1 (not the ended window's)", got)
+	}
+	if got := testutil.ToFloat64(v.met.refusedDecision); got != 1 {
+		t.Errorf(`apim_throttle_agent_refused_total{reason="decision"} %v, want 1`, got)
 	}
 	// The next window is another key: admitted.
 	if !v.admit("k-next", wEnd, wEnd.Add(time.Minute), 100, 1, wEnd) {
