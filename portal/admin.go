@@ -54,4 +54,5 @@ func (p *Portal) adminRoutes(r chi.Router) {
 	view.Get("/throttling/deny-policies/{conditionId}", p.getDenyPolicy)
 	manage.Patch("/throttling/deny-policies/{conditionId}", p.patchDenyPolicy)
 	manage.Delete("/throttling/deny-policies/{conditionId}", p.deleteDenyPolicy)
+	p.keyManagerRoutes(r) // keymanagers.go
 }

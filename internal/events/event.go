@@ -29,6 +29,7 @@ const (
 	KindPolicy       Kind = "policy"
 	KindRevocation   Kind = "revocation"
 	KindDenyPolicy   Kind = "deny_policy"
+	KindKeyManager   Kind = "key_manager"
 )
 
 // Op is what happened to the entity.
