@@ -10,6 +10,7 @@ import (
 
 	"github.com/apim-dev/apim/internal/model"
 	"github.com/apim-dev/apim/internal/store"
+	"github.com/apim-dev/apim/keymgr"
 )
 
 // Devportal scopes. Browsing published APIs needs no token, as in WSO2; a
@@ -35,6 +36,9 @@ func (p *Portal) devportalRoutes(r chi.Router) {
 	r.With(p.authorize(scopesApps...)).Get("/applications/{applicationId}", p.getApplication)
 	r.With(p.authorize(scopesApps...)).Delete("/applications/{applicationId}", p.deleteApplication)
 	r.With(p.authorize(scopesApps...)).Post("/applications/{applicationId}/generate-keys", p.generateKeys)
+	r.With(p.authorize(scopesApps...)).Post("/applications/{applicationId}/map-keys", p.mapKeys) // keymanagers.go
+	r.With(p.authorize(scopesApps...)).Put("/applications/{applicationId}/oauth-keys/{keyMappingId}", p.updateOAuthKeys)
+	r.With(p.authorize(scopesApps...)).Post("/applications/{applicationId}/oauth-keys/{keyMappingId}/regenerate-secret", p.regenerateSecret)
 	r.With(p.authorize(scopesAPIKeys...)).Post("/applications/{applicationId}/api-keys/{keyType}/generate", p.generateAPIKey)
 	r.With(p.authorize(scopesAPIKeys...)).Post("/applications/{applicationId}/api-keys/{keyType}/revoke", p.revokeAPIKey)
 	r.With(p.authorize(scopesSubs...)).Post("/subscriptions", p.createSubscription)
@@ -129,10 +133,14 @@ func (p *Portal) createApplication(w http.ResponseWriter, r *http.Request) {
 	if in.ThrottlingPolicy == "" {
 		problems = append(problems, "throttlingPolicy is required")
 	}
+	// WSO2's tokenType: JWT (the default) or OAUTH, an opaque reference
+	// token the gateways introspect.
 	switch in.TokenType {
-	case "", "JWT":
+	case "":
+		in.TokenType = keymgr.TokenTypeJWT
+	case keymgr.TokenTypeJWT, keymgr.TokenTypeOAuth:
 	default:
-		problems = append(problems, "tokenType "+in.TokenType+" is not supported; only JWT")
+		problems = append(problems, "tokenType "+in.TokenType+" is not supported; JWT or OAUTH")
 	}
 	if in.ApplicationID != "" || in.Status != "" || in.Owner != "" {
 		problems = append(problems, "applicationId, status and owner are read-only")
@@ -142,7 +150,7 @@ func (p *Portal) createApplication(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	app, err := p.store.CreateApplication(r.Context(), store.Application{
-		Application: model.Application{Name: strings.TrimSpace(in.Name), Owner: subject(r), ThrottlingPolicy: in.ThrottlingPolicy, TokenType: "JWT"},
+		Application: model.Application{Name: strings.TrimSpace(in.Name), Owner: subject(r), ThrottlingPolicy: in.ThrottlingPolicy, TokenType: in.TokenType},
 		Description: in.Description,
 	})
 	if err != nil {
@@ -185,13 +193,15 @@ func (p *Portal) deleteApplication(w http.ResponseWriter, r *http.Request) {
 
 // keyGenerateRequest is WSO2's ApplicationKeyGenerateRequestDTO.
 type keyGenerateRequest struct {
-	KeyType                 string         `json:"keyType"`
-	KeyManager              string         `json:"keyManager"`
-	GrantTypesToBeSupported []string       `json:"grantTypesToBeSupported"`
-	CallbackURL             string         `json:"callbackUrl"`
-	Scopes                  []string       `json:"scopes"`
-	ValidityTime            string         `json:"validityTime"`
-	AdditionalProperties    map[string]any `json:"additionalProperties"`
+	KeyType                 string   `json:"keyType"`
+	KeyManager              string   `json:"keyManager"`
+	GrantTypesToBeSupported []string `json:"grantTypesToBeSupported"`
+	CallbackURL             string   `json:"callbackUrl"`
+	Scopes                  []string `json:"scopes"`
+	// ValidityTime is the client's own access tokens' lifetime in seconds,
+	// a string in WSO2's schema; a number is accepted too.
+	ValidityTime         any            `json:"validityTime"`
+	AdditionalProperties map[string]any `json:"additionalProperties"`
 }
 
 // applicationKeyDTO is WSO2's ApplicationKeyDTO.
@@ -199,13 +209,17 @@ type applicationKeyDTO struct {
 	KeyMappingID        string   `json:"keyMappingId"`
 	KeyManager          string   `json:"keyManager"`
 	ConsumerKey         string   `json:"consumerKey"`
-	ConsumerSecret      string   `json:"consumerSecret"`
+	ConsumerSecret      string   `json:"consumerSecret,omitempty"`
 	SupportedGrantTypes []string `json:"supportedGrantTypes"`
 	CallbackURL         *string  `json:"callbackUrl"`
 	KeyState            string   `json:"keyState"`
 	KeyType             string   `json:"keyType"`
 	Mode                string   `json:"mode"`
 	Token               *string  `json:"token"`
+	// AdditionalProperties carries the token lifetimes, in seconds, as
+	// WSO2's application_access_token_expiry_time,
+	// user_access_token_expiry_time and refresh_token_expiry_time.
+	AdditionalProperties map[string]any `json:"additionalProperties,omitempty"`
 }
 
 var grantTypes = map[string]bool{
@@ -237,10 +251,15 @@ func (p *Portal) generateKeys(w http.ResponseWriter, r *http.Request) {
 			problems = append(problems, "grantTypesToBeSupported "+g+" is not a supported grant type")
 		}
 	}
+	validity, ps := keyValidity(in.ValidityTime, in.AdditionalProperties)
+	problems = append(problems, ps...)
 	if len(problems) > 0 {
 		badRequest(w, problems)
 		return
 	}
+	// A registrar that keeps no token lifetimes (not the key manager)
+	// validates them and keeps none.
+	ck, _ := p.clients.(ClientKeys)
 	appID, owner := chi.URLParam(r, "applicationId"), subject(r)
 	app, err := p.store.GetApplication(r.Context(), appID, owner)
 	if err != nil {
@@ -248,7 +267,11 @@ func (p *Portal) generateKeys(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	register := func(ctx context.Context, tx pgx.Tx) (string, string, error) {
-		return p.clients.RegisterClient(ctx, tx, owner, owner+"_"+app.Name+"_"+in.KeyType, in.GrantTypesToBeSupported)
+		id, secret, err := p.clients.RegisterClient(ctx, tx, owner, owner+"_"+app.Name+"_"+in.KeyType, in.GrantTypesToBeSupported)
+		if err == nil && ck != nil && validity != (keymgr.TokenValidity{}) {
+			err = errKeymgr(ck.UpdateClient(ctx, tx, id, nil, &validity))
+		}
+		return id, secret, err
 	}
 	km, secret, err := p.store.CreateKeyMapping(r.Context(), appID, owner, in.KeyType, register)
 	if err != nil {
@@ -259,11 +282,18 @@ func (p *Portal) generateKeys(w http.ResponseWriter, r *http.Request) {
 	if in.CallbackURL != "" {
 		cb = &in.CallbackURL
 	}
-	writeJSON(w, http.StatusOK, applicationKeyDTO{
+	out := applicationKeyDTO{
 		KeyMappingID: km.ID, KeyManager: km.KeyManager, ConsumerKey: km.ConsumerKey, ConsumerSecret: secret,
 		SupportedGrantTypes: in.GrantTypesToBeSupported, CallbackURL: cb, KeyState: "COMPLETED", KeyType: km.KeyType,
 		Mode: "CREATED",
-	})
+	}
+	if ck != nil {
+		if info, err := ck.ClientInfo(r.Context(), km.ConsumerKey); err == nil {
+			out.AdditionalProperties = validityProperties(info.Validity)
+		}
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	writeJSON(w, http.StatusOK, out)
 }
 
 // subscriptionDTO is WSO2's SubscriptionDTO.
