@@ -63,6 +63,9 @@ type apiDTO struct {
 	// APIThrottlingPolicy is an advanced policy over all the API's resources.
 	APIThrottlingPolicy string   `json:"apiThrottlingPolicy,omitempty"`
 	CORSConfiguration   *corsDTO `json:"corsConfiguration,omitempty"`
+	// EnableBackendJWT has the gateway send the backend a signed JWT
+	// describing the caller, in X-JWT-Assertion; default false.
+	EnableBackendJWT bool `json:"enableBackendJWT"`
 }
 
 // corsDTO is WSO2's APICorsConfigurationDTO.
@@ -100,6 +103,7 @@ func (d *apiDTO) toModel() (model.API, []string) {
 	api := model.API{
 		Name: strings.TrimSpace(d.Name), Description: d.Description, Context: d.Context, Version: d.Version,
 		Policies: d.Policies, Operations: []model.Operation{}, APIThrottlingPolicy: d.APIThrottlingPolicy,
+		EnableBackendJWT: d.EnableBackendJWT,
 	}
 	if d.Type != "" && !strings.EqualFold(d.Type, "HTTP") {
 		problems = append(problems, "type "+strconv.Quote(d.Type)+" is not supported; only HTTP")
@@ -159,6 +163,7 @@ func toAPIDTO(a *model.API) apiDTO {
 		Policies:            a.Policies,
 		SecurityScheme:      slices.Clone(a.Schemes()),
 		APIThrottlingPolicy: a.APIThrottlingPolicy,
+		EnableBackendJWT:    a.EnableBackendJWT,
 		// WSO2 always shows corsConfiguration; disabled when not set.
 		CORSConfiguration: &corsDTO{
 			AccessControlAllowOrigins: []string{}, AccessControlAllowHeaders: []string{}, AccessControlAllowMethods: []string{},

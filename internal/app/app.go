@@ -97,7 +97,7 @@ func run(ctx context.Context, cfg config.Config, root zerolog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("ops.address: %w", err)
 	}
-	opsSrv := &http.Server{Handler: ops.Handler(ready, reg), ReadHeaderTimeout: 5 * time.Second}
+	opsSrv := &http.Server{Handler: s.opsHandler(ops.Handler(ready, reg)), ReadHeaderTimeout: 5 * time.Second}
 	s.runners = append(s.runners, runner.Func(func(ctx context.Context) error {
 		return ops.Serve(ctx, opsSrv, opsLn, false)
 	}))
@@ -114,6 +114,9 @@ type system struct {
 	ready   *ops.Readiness
 	runners []runner.Runner
 	closers []func()
+	// opsRoutes are more routes on the ops listener, by pattern
+	// (backendjwt.go).
+	opsRoutes map[string]http.Handler
 }
 
 func (s *system) add(r ...runner.Runner) { s.runners = append(s.runners, r...) }

@@ -37,10 +37,10 @@ func (s *Store) CreateAPI(ctx context.Context, api model.API) (*model.API, error
 		}
 		err := tx.QueryRow(ctx, `
 			INSERT INTO apis (id, name, description, context, version, provider, lifecycle_status, policies, security_scheme, cors,
-				api_throttling_policy)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) RETURNING generation`,
+				api_throttling_policy, enable_backend_jwt)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING generation`,
 			api.ID, api.Name, api.Description, api.Context, api.Version, api.Provider, string(api.Status), nonNil(api.Policies),
-			nonNil(api.SecurityScheme), api.CORS, api.APIThrottlingPolicy,
+			nonNil(api.SecurityScheme), api.CORS, api.APIThrottlingPolicy, api.EnableBackendJWT,
 		).Scan(&api.Generation)
 		if err != nil {
 			return apiWriteError(&api, err)
@@ -81,11 +81,11 @@ func (s *Store) UpdateAPI(ctx context.Context, api model.API) (*model.API, error
 		}
 		err = tx.QueryRow(ctx, `
 			UPDATE apis SET name = $2, description = $3, context = $4, version = $5, policies = $6,
-				security_scheme = $7, cors = $8, api_throttling_policy = $9,
+				security_scheme = $7, cors = $8, api_throttling_policy = $9, enable_backend_jwt = $10,
 				generation = nextval('generation_seq'), updated_at = now()
 			WHERE id = $1 RETURNING generation`,
 			api.ID, api.Name, api.Description, api.Context, api.Version, nonNil(api.Policies),
-			nonNil(api.SecurityScheme), api.CORS, api.APIThrottlingPolicy,
+			nonNil(api.SecurityScheme), api.CORS, api.APIThrottlingPolicy, api.EnableBackendJWT,
 		).Scan(&api.Generation)
 		if err != nil {
 			return apiWriteError(&api, err)
@@ -318,7 +318,7 @@ func getAPI(ctx context.Context, q querier, id string, forUpdate bool) (*model.A
 // their endpoints and operations.
 func loadAPIs(ctx context.Context, q querier, tail string, args ...any) ([]model.API, error) {
 	rows, err := q.Query(ctx, `SELECT id, name, description, context, version, provider, lifecycle_status, policies,
-		security_scheme, cors, api_throttling_policy, generation FROM apis `+tail, args...)
+		security_scheme, cors, api_throttling_policy, enable_backend_jwt, generation FROM apis `+tail, args...)
 	if err != nil {
 		return nil, fmt.Errorf("query apis: %w", err)
 	}
@@ -326,7 +326,7 @@ func loadAPIs(ctx context.Context, q querier, tail string, args ...any) ([]model
 		var a model.API
 		var status string
 		err := r.Scan(&a.ID, &a.Name, &a.Description, &a.Context, &a.Version, &a.Provider, &status, &a.Policies,
-			&a.SecurityScheme, &a.CORS, &a.APIThrottlingPolicy, &a.Generation)
+			&a.SecurityScheme, &a.CORS, &a.APIThrottlingPolicy, &a.EnableBackendJWT, &a.Generation)
 		a.Status = model.LifecycleStatus(status)
 		if len(a.SecurityScheme) == 0 {
 			a.SecurityScheme = nil
