@@ -96,6 +96,15 @@ func (s *Server) SignAPIKey(ctx context.Context, c APIKeyClaims) (string, time.T
 	if err != nil {
 		return "", time.Time{}, fmt.Errorf("sign api key: %w", err)
 	}
+	// The key that signed it must outlive it: record the expiry, and push a
+	// retirement already set (a key that signs on between its rotation and
+	// its successor's signs_from) past it.
+	if _, err := s.cfg.APIM.Exec(ctx, `
+		UPDATE signing_keys SET signed_until = greatest(signed_until, $2),
+			retired_at = CASE WHEN retired_at IS NULL THEN NULL ELSE greatest(retired_at, $2 + make_interval(secs => $3)) END
+		WHERE kid = $1`, ks.active.kid, exp, clockLeeway.Seconds()); err != nil {
+		return "", time.Time{}, fmt.Errorf("sign api key: record its expiry: %w", err)
+	}
 	return raw, exp, nil
 }
 

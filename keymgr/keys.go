@@ -98,7 +98,7 @@ var errNoActiveKey = errors.New("no active signing key")
 
 func loadKeys(ctx context.Context, db *pgxpool.Pool) (*keySet, error) {
 	rows, err := db.Query(ctx, `
-		SELECT kid, private_key_pem, retired_at IS NULL, created_at
+		SELECT kid, private_key_pem, retired_at IS NULL, signs_from <= now(), created_at
 		FROM signing_keys
 		WHERE retired_at IS NULL OR retired_at > now()
 		ORDER BY created_at DESC`)
@@ -106,6 +106,8 @@ func loadKeys(ctx context.Context, db *pgxpool.Pool) (*keySet, error) {
 		return nil, fmt.Errorf("load signing keys: %w", err)
 	}
 	defer rows.Close()
+	// The signer is the newest key that signs yet: the active (newest) key
+	// once its signs_from has passed, the one it replaces until then.
 	var (
 		active      signingKey
 		activeSince time.Time
@@ -113,11 +115,11 @@ func loadKeys(ctx context.Context, db *pgxpool.Pool) (*keySet, error) {
 	)
 	for rows.Next() {
 		var (
-			kid, pemText string
-			isActive     bool
-			created      time.Time
+			kid, pemText      string
+			isActive, signing bool
+			created           time.Time
 		)
-		if err := rows.Scan(&kid, &pemText, &isActive, &created); err != nil {
+		if err := rows.Scan(&kid, &pemText, &isActive, &signing, &created); err != nil {
 			return nil, fmt.Errorf("load signing keys: %w", err)
 		}
 		priv, err := parsePrivateKey(pemText)
@@ -125,7 +127,10 @@ func loadKeys(ctx context.Context, db *pgxpool.Pool) (*keySet, error) {
 			return nil, fmt.Errorf("signing key %s: %w", kid, err)
 		}
 		if isActive {
-			active, activeSince = signingKey{kid: kid, priv: priv}, created
+			activeSince = created
+		}
+		if signing && active.priv == nil {
+			active = signingKey{kid: kid, priv: priv}
 		} else {
 			others = append(others, signingKey{kid: kid, priv: priv})
 		}
@@ -229,9 +234,10 @@ func (v *verified) userToken() bool {
 	return v.Subject != v.ClientID
 }
 
-// VerifyToken verifies a JWT access token this server issued: RS256 signature
-// by a current key, issuer, expiry, not-before, and that it is not revoked
-// (ErrTokenRevoked).
+// VerifyToken verifies an access token this server issued: a JWT (RS256
+// signature by a current key, issuer, expiry, not-before) or an opaque one
+// (known, not expired), and that it is not revoked, by its jti or by a
+// revocation of its client (ErrTokenRevoked).
 func (s *Server) VerifyToken(ctx context.Context, raw string) (*model.Principal, error) {
 	v, err := s.verify(ctx, raw)
 	if err != nil {
@@ -244,6 +250,9 @@ func (s *Server) verify(ctx context.Context, raw string) (*verified, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	if strings.HasPrefix(raw, accessTokenPrefix) {
+		return s.verifyOpaque(ctx, raw)
+	}
 	v, err := s.keys.Load().verifyToken(raw, s.cfg.Issuer, time.Now())
 	if err != nil {
 		return nil, err
@@ -251,7 +260,7 @@ func (s *Server) verify(ctx context.Context, raw string) (*verified, error) {
 	if v.jti == "" {
 		return nil, fmt.Errorf("%w: no jti", ErrTokenClaims)
 	}
-	revoked, err := s.Revoked(ctx, v.jti)
+	revoked, err := s.revokedJWT(ctx, v)
 	if err != nil {
 		return nil, err
 	}

@@ -637,17 +637,36 @@ func TestRotateKeys(t *testing.T) {
 	if err := e.s.RotateKeys(ctx); err != nil {
 		t.Fatalf("RotateKeys: %v", err)
 	}
-	newKid := e.s.keys.Load().active.kid
-	if newKid == oldKid {
-		t.Fatal("the active key did not change")
-	}
-	var secs float64
-	if err := apim.QueryRow(ctx, `SELECT extract(epoch FROM retired_at - now())::float8 FROM signing_keys WHERE kid = $1`, oldKid).Scan(&secs); err != nil {
+	// The new key is published at once and signs only two reloads later,
+	// once every replica has it in its JWKS.
+	var newKid string
+	var signsIn, retiresIn float64
+	if err := apim.QueryRow(ctx, `
+		SELECT n.kid, extract(epoch FROM n.signs_from - now())::float8, extract(epoch FROM o.retired_at - now())::float8
+		FROM signing_keys n, signing_keys o WHERE n.retired_at IS NULL AND o.kid = $1`, oldKid).Scan(&newKid, &signsIn, &retiresIn); err != nil {
 		t.Fatal(err)
 	}
-	retiredIn := time.Duration(secs * float64(time.Second))
-	if want := DefaultAccessTokenTTL + DefaultKeyReloadInterval + clockLeeway; retiredIn < want-time.Minute || retiredIn > want {
-		t.Errorf("old key retires in %v, want about %v", retiredIn, want)
+	if newKid == oldKid {
+		t.Fatal("no new key")
+	}
+	if want := 2 * DefaultKeyReloadInterval; sec(signsIn) < want-time.Minute || sec(signsIn) > want {
+		t.Errorf("new key signs in %v, want about %v", sec(signsIn), want)
+	}
+	if want := DefaultAccessTokenTTL + 3*DefaultKeyReloadInterval + clockLeeway; sec(retiresIn) < want-time.Minute || sec(retiresIn) > want {
+		t.Errorf("old key retires in %v, want about %v", sec(retiresIn), want)
+	}
+	if e.s.keys.Load().active.kid != oldKid {
+		t.Fatal("the new key signs before its signs_from")
+	}
+	if keys := e.s.PublicKeys(); len(keys) != 2 {
+		t.Errorf("JWKS right after the rotation: %d keys, want the old and the new", len(keys))
+	}
+	if _, err := apim.Exec(ctx, `UPDATE signing_keys SET signs_from = now() WHERE kid = $1`, newKid); err != nil {
+		t.Fatal(err)
+	}
+	e.s.tick(ctx)
+	if e.s.keys.Load().active.kid != newKid {
+		t.Fatal("the new key does not sign after its signs_from")
 	}
 	after, err := e.ccConfig(id, secret).Token(ctx)
 	if err != nil {
@@ -688,6 +707,38 @@ func TestRotateKeys(t *testing.T) {
 	}
 	if _, err := e.s.VerifyToken(ctx, before.AccessToken); !errors.Is(err, ErrTokenSignature) {
 		t.Errorf("token of a retired key: %v, want ErrTokenSignature", err)
+	}
+}
+
+func sec(s float64) time.Duration { return time.Duration(s * float64(time.Second)) }
+
+// An API key outlives the access tokens of the key that signed it: the key
+// stays in the JWKS until the API key expires.
+func TestRotationKeepsAPIKeysValid(t *testing.T) {
+	apim, shared := newDatabases(t)
+	e := newEnvOn(t, apim, shared)
+	ctx := context.Background()
+	oldKid := e.s.keys.Load().active.kid
+	key, exp, err := e.s.SignAPIKey(ctx, APIKeyClaims{
+		Subject: "alice", KeyType: "PRODUCTION", Validity: 90 * 24 * time.Hour,
+		Application: APIKeyApplication{ID: "app-1", Name: "App", Owner: "alice", Tier: "Unlimited"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.s.RotateKeys(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var retired time.Time
+	if err := apim.QueryRow(ctx, `SELECT retired_at FROM signing_keys WHERE kid = $1`, oldKid).Scan(&retired); err != nil {
+		t.Fatal(err)
+	}
+	if retired.Before(exp) {
+		t.Errorf("the key that signed an API key valid until %v retires at %v", exp, retired)
+	}
+	// Until then it is published: a gateway can verify the API key.
+	if hdr, _ := e.verifyWithJWKS(t, key); hdr.KeyID != oldKid {
+		t.Errorf("API key's kid %s, want %s", hdr.KeyID, oldKid)
 	}
 }
 

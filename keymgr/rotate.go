@@ -35,19 +35,16 @@ func generateKey() (kid, pemText string, err error) {
 	return kid, string(pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der})), nil
 }
 
-// retireAfter is how long a retired key keeps verifying: the longest access
-// token lifetime, plus one key reload (other replicas go on signing with the
-// old key until their next reload), plus the clock leeway, so every token it
-// signed has expired before it leaves the JWKS.
-func (s *Server) retireAfter() time.Duration {
-	return s.cfg.AccessTokenTTL + s.cfg.KeyReloadInterval + clockLeeway
-}
+// activationDelay is how long after a rotation the new key starts signing:
+// two key reloads, so that every replica publishes it in its JWKS first.
+func (s *Server) activationDelay() time.Duration { return 2 * s.cfg.KeyReloadInterval }
 
-// RotateKeys makes a new signing key active now. The previous key is retired:
-// it stays in the JWKS and keeps verifying until every token it signed has
-// expired (retired_at = now + retireAfter). Other replicas pick
-// the new key up at their next reload (Start); until then they sign with the
-// old one, which every replica still verifies.
+// RotateKeys adds a new signing key. Every replica publishes it in its JWKS
+// at its next reload (Start), and it starts signing two reloads after the
+// rotation (signs_from), so no token carries a kid a replica or gateway has
+// not seen yet; until then the previous key signs. The previous key is
+// retired: it stays in the JWKS and keeps verifying until every token and
+// API key it signed has expired (retired_at).
 //
 // The `apim rotate-keys` command runs it against the control plane's
 // database: it builds a Server with New (the same Config as the control
@@ -93,18 +90,34 @@ func (s *Server) rotate(ctx context.Context, olderThan time.Duration) (bool, err
 		case olderThan > 0 && age < olderThan:
 			return nil
 		default:
+			// The old key signs until the new one does (activationDelay;
+			// other replicas until their next reload after that), then
+			// keeps verifying while its tokens can live: the longest access
+			// token lifetime any client has, plus the clock leeway, and at
+			// least until the API keys it signed have expired.
 			if _, err := tx.Exec(ctx, `
-				UPDATE signing_keys SET retired_at = now() + make_interval(secs => $2)
-				WHERE kid = $1`, oldKid, s.retireAfter().Seconds()); err != nil {
+				UPDATE signing_keys SET retired_at = greatest(
+					now() + make_interval(secs => $2 + greatest($3, (
+						SELECT coalesce(max(greatest(longest_access_ttl, app_access_ttl, user_access_ttl)), 0) FROM oauth_clients))),
+					signed_until + make_interval(secs => $4))
+				WHERE kid = $1`,
+				oldKid, (s.activationDelay() + s.cfg.KeyReloadInterval + clockLeeway).Seconds(),
+				s.cfg.AccessTokenTTL.Seconds(), clockLeeway.Seconds()); err != nil {
 				return err
 			}
 		}
-		if _, err := tx.Exec(ctx, `INSERT INTO signing_keys (kid, private_key_pem) VALUES ($1, $2)`, kid, pemText); err != nil {
+		delay := time.Duration(0) // the first key signs at once
+		if oldKid != "" {
+			delay = s.activationDelay()
+		}
+		if _, err := tx.Exec(ctx, `
+			INSERT INTO signing_keys (kid, private_key_pem, signs_from)
+			VALUES ($1, $2, now() + make_interval(secs => $3))`, kid, pemText, delay.Seconds()); err != nil {
 			return err
 		}
 		rotated = true
 		if oldKid != "" {
-			s.log.Info().Str("kid", kid).Str("retired_kid", oldKid).Dur("retired_for", s.retireAfter()).Msg("signing key rotated")
+			s.log.Info().Str("kid", kid).Str("retired_kid", oldKid).Dur("signs_in", delay).Msg("signing key rotated")
 		}
 		return nil
 	})
@@ -159,15 +172,19 @@ func (s *Server) tick(ctx context.Context) {
 	}
 }
 
-// purgeExpired deletes refresh tokens, codes and revocations whose tokens
-// have expired (with the leeway verification allows), and keys retired long
-// enough ago that no replica verifies with them.
+// purgeExpired deletes refresh tokens, codes, opaque access tokens and
+// revocations whose tokens have expired (with the leeway verification
+// allows), and keys retired long enough ago that no replica verifies with
+// them.
 func (s *Server) purgeExpired(ctx context.Context) error {
 	for _, q := range []string{
 		`DELETE FROM oauth_refresh_tokens WHERE expires_at < now() - make_interval(secs => $1)`,
 		`DELETE FROM oauth_authorization_codes WHERE expires_at < now() - make_interval(secs => $1)`,
 		`DELETE FROM revoked_tokens WHERE expires_at < now() - make_interval(secs => $1)`,
+		`DELETE FROM oauth_access_tokens WHERE expires_at < now() - make_interval(secs => $1)`,
+		`DELETE FROM revoked_clients WHERE expires_at < now() - make_interval(secs => $1)`,
 		`DELETE FROM signing_keys WHERE retired_at < now() - make_interval(secs => $1)`,
+		`DELETE FROM jwt_assertion_jtis WHERE expires_at < now() - make_interval(secs => $1)`, // jwtbearer.go
 	} {
 		if _, err := s.cfg.APIM.Exec(ctx, q, clockLeeway.Seconds()); err != nil {
 			return err
