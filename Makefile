@@ -9,10 +9,11 @@ BIN := bin/apim
 UNIT_PKGS := ./internal/config/... ./internal/model/... ./internal/certs/... ./internal/app/... ./internal/ops/... \
 	./internal/gwstate/... ./xds/... ./envoy/... ./authz/... ./ratelimit/...
 INTEGRATION_PKGS := ./internal/pgcluster/... ./internal/pgtest/... ./internal/migrate/... \
-	./internal/events/... ./internal/kafkatest/... ./internal/store/... ./keymgr/... ./portal/... ./trafficmgr/...
+	./internal/events/... ./internal/kafkatest/... ./internal/store/... ./keymgr/... ./portal/... ./trafficmgr/... \
+	./internal/hydratest/...
 E2E_PKGS := ./e2e/...
 
-.PHONY: all build run test test-unit test-integration test-e2e deps envoy kafka-jars lint bench bench-e2e clean
+.PHONY: all build run test test-unit test-integration test-e2e deps envoy kafka-jars hydra lint bench bench-e2e bench-load clean
 
 all: build
 
@@ -28,6 +29,11 @@ envoy:
 kafka-jars:
 	@scripts/kafka-jars.sh >/dev/null
 
+# Ory Hydra, the external OIDC provider of the key-manager tests, built once
+# into .cache/hydra/ from the separate module internal/hydratest/tool.
+hydra:
+	@$(GO) run ./internal/hydratest/gethydra >/dev/null
+
 run: deps envoy build
 	@scripts/run.sh
 
@@ -36,10 +42,10 @@ test: test-unit test-integration test-e2e
 test-unit: envoy
 	$(GO) test -race -count=1 $(UNIT_PKGS)
 
-test-integration: deps kafka-jars
+test-integration: deps kafka-jars hydra
 	$(GO) test -count=1 -p 2 $(INTEGRATION_PKGS)
 
-test-e2e: deps envoy kafka-jars
+test-e2e: deps envoy kafka-jars hydra
 	$(GO) test -count=1 -timeout 20m $(E2E_PKGS)
 
 bench: envoy
@@ -47,6 +53,12 @@ bench: envoy
 
 bench-e2e: deps envoy
 	$(GO) test -run '^$$' -bench DeployToLive -benchtime 1x ./e2e/
+
+# Throughput through Envoy with wrk (e2e/load_test.go): plain Envoy against
+# apim's Envoy with OAuth2 and rate limiting, per gateway.rate_limit_mode.
+# About 3.5 minutes a mode; not part of `make test`.
+bench-load: deps envoy
+	$(GO) test -run '^$$' -bench '^BenchmarkLoad$$' -benchtime 1x -timeout 30m -v ./e2e/
 
 lint:
 	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0 run ./...

@@ -75,6 +75,10 @@ const (
 	MetaAPITier         = "api_tier"
 	MetaResource        = "resource"
 	MetaResourceTier    = "resource_tier"
+	// MetaBandwidth names the counters of the request's bandwidth quotas,
+	// for the [bandwidth] descriptors Envoy sends when the stream is done;
+	// see tiers.bandwidth. Absent when no level's quota is bandwidth.
+	MetaBandwidth = "bandwidth"
 )
 
 // Config configures the ext_authz server.
@@ -93,6 +97,19 @@ type Config struct {
 	BadTokenCacheSize int
 	// Registry, when set, gets the decision counters.
 	Registry *prometheus.Registry
+	// External, when set, accepts the tokens of the enabled external key
+	// managers in State (external.go).
+	External *ExternalKeys
+	// Limiter decides the rate limits of requests on routes that have
+	// ext_authz decide them (ExtLimitInAuthz). Without it such routes are
+	// not limited by Check.
+	Limiter Limiter
+	// Opaque checks opaque access tokens at the key manager (opaque.go).
+	Opaque OpaqueConfig
+	// BackendJWT signs the JWTs sent to the backends of APIs that enable
+	// them (ExtBackendJWT, backendjwt.go). Without it, requests to such
+	// APIs are refused (500 900900) rather than sent without one.
+	BackendJWT *BackendJWTSigner
 }
 
 // Server answers Envoy's ext_authz Check calls.
@@ -107,6 +124,10 @@ type Server struct {
 	bad     *badTokens
 	allowed prometheus.Counter
 	deny    map[string]*denial // by WSO2 code
+	ext     *ExternalKeys
+	limiter Limiter
+	opaque  *opaqueTokens
+	jwt     *BackendJWTSigner
 }
 
 var _ authv3.AuthorizationServer = (*Server)(nil)
@@ -152,6 +173,10 @@ func New(cfg Config) (*Server, error) {
 		bad:     newBadTokens(cfg.BadTokenCacheSize),
 		allowed: decisions.WithLabelValues("allow", ""),
 		deny:    make(map[string]*denial, len(denials)),
+		ext:     cfg.External,
+		limiter: cfg.Limiter,
+		opaque:  newOpaqueTokens(cfg.Opaque),
+		jwt:     cfg.BackendJWT,
 	}
 	for _, d := range denials {
 		d.resp = d.response()
@@ -171,7 +196,10 @@ func (s *Server) Register(g *grpc.Server) { authv3.RegisterAuthorizationServer(g
 // Check decides one request. A bad or missing credential is a denied
 // CheckResponse, never a gRPC error; the only errors are the context's.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	resp, d := s.decide(req)
+	resp, d := s.decide(ctx, req)
+	if d == nil && s.limiter != nil && req.GetAttributes().GetContextExtensions()[ExtLimitInAuthz] == "true" {
+		resp = s.limit(ctx, resp)
+	}
 	if err := ctx.Err(); err != nil {
 		return nil, status.FromContextError(err).Err()
 	}
@@ -184,7 +212,7 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 }
 
 // decide returns the allowed response, or the denial.
-func (s *Server) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, *denial) {
+func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, *denial) {
 	attrs := req.GetAttributes()
 	ext := attrs.GetContextExtensions()
 	apiID := ext[ExtAPIID]
@@ -200,7 +228,15 @@ func (s *Server) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, *denia
 	if ext[ExtAuthType] == model.AuthNone {
 		// No credential, but the API's and the resource's limits still
 		// protect the backend.
-		return unsecuredResponse(apiID, apiTiers(idx, apiID, ext)), nil
+		t := apiTiers(idx, apiID, ext)
+		resp := unsecuredResponse(apiID, t)
+		if ext[ExtBackendJWT] == "true" { // no caller to describe: no backend JWT, and no client's either
+			resp.GetOkResponse().HeadersToRemove = stripJWTAssertion
+		}
+		if hasRules(idx, t) {
+			resp = withRules(resp, idx, attrs, ext, t, nil, nil)
+		}
+		return resp, nil
 	}
 
 	// The credential: a bearer access token where the API takes oauth2,
@@ -230,6 +266,11 @@ func (s *Server) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, *denia
 	// call (an empty tok gives an empty slice).
 	key := tokenKey(sha256.Sum256(unsafe.Slice(unsafe.StringData(tok), len(tok)))) //nolint:gosec // G103: sound, see above
 	v := s.cache.get(&key)
+	if v == nil && !isKey && isOpaqueToken(tok) { // an opaque access token, introspected (opaque.go)
+		if v = s.introspect(ctx, tok, &key, now); v == nil {
+			return nil, s.deny[codeInvalid]
+		}
+	}
 	if v == nil {
 		if s.bad.bad(&key, s.keys, now) {
 			return nil, s.deny[codeInvalid]
@@ -253,7 +294,7 @@ func (s *Server) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, *denia
 	// from the moment its revocation reaches the index: the cache holds
 	// its jti, so this is one map lookup, and none while nothing is
 	// revoked.
-	if idx.Revoked(v.jti) {
+	if idx.Revoked(v.jti) || (v.keyManager == "" && idx.RevokedClient(v.clientID, v.iat)) {
 		return nil, s.deny[codeInvalid]
 	}
 	// The cache is keyed by the credential alone: an API key sent as a
@@ -265,7 +306,7 @@ func (s *Server) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, *denia
 
 	km := v.km
 	if !v.apiKey {
-		if km, ok = idx.KeyMapping(v.clientID); !ok {
+		if km, ok = keyMapping(idx, v); !ok { // external.go
 			return nil, s.deny[codeInvalid]
 		}
 	} else if (v.ips != nil || v.referers != nil) && !permitted(v, attrs) {
@@ -313,14 +354,25 @@ func (s *Server) decide(req *authv3.CheckRequest) (*authv3.CheckResponse, *denia
 	p, known := idx.Policy(model.LevelSubscription, sub.ThrottlingPolicy)
 	t := apiTiers(idx, apiID, ext)
 	t.sub = !known || !p.Unlimited()
+	t.subBytes = known && t.sub && p.QuotaType == model.QuotaBandwidth
 	t.app = limiting(idx, model.LevelApplication, app.ThrottlingPolicy)
 
-	if resp := v.memo(km, app, sub, t); resp != nil {
-		return resp, nil
+	bj := routeBackendJWT(ext) // backendjwt.go
+	resp := v.memo(km, app, sub, t, bj)
+	if resp == nil {
+		jwt, err := s.backendJWT(bj, v, km, app, sub)
+		if err != nil {
+			s.log.Error().Err(err).Str(ExtAPIID, apiID).Msg("backend JWT not made; request refused")
+			return nil, s.deny[codeBackendJWT]
+		}
+		m := &okMemo{km: km, app: app, sub: sub, tiers: t, jwt: bj, signed: jwt, resp: allowedResponse(v, km, app, sub, t, jwt.value())}
+		v.remember(m)
+		resp = m.resp
 	}
-	m := &okMemo{km: km, app: app, sub: sub, tiers: t, resp: allowedResponse(v, km, app, sub, t)}
-	v.remember(m)
-	return m.resp, nil
+	if hasRules(idx, t) {
+		resp = withRules(resp, idx, attrs, ext, t, v, app)
+	}
+	return resp, nil
 }
 
 // apiTiers are the API-level and resource-level limits of a request.
@@ -368,7 +420,7 @@ func (s *Server) verify(tok string, key *tokenKey, now time.Time, apiKey bool) (
 	}
 	c := &t.claims
 	if !slices.Contains(s.issuers, c.Issuer) {
-		return nil, errIssuer
+		return s.verifyExternal(t, key, now, apiKey) // external.go
 	}
 	switch isAPIKey := c.TokenType == tokenTypeAPIKey; {
 	case isAPIKey && !apiKey:
@@ -401,7 +453,9 @@ func (s *Server) verify(tok string, key *tokenKey, now time.Time, apiKey bool) (
 			return nil, errNoClientID
 		}
 		v = &verified{subject: c.Subject, clientID: clientID, scope: c.Scope, jti: c.JTI, exp: exp, nbf: nbf}
+		v.iat = c.issuedAt()
 	}
+	v.payload = t.payload
 	pub, err := t.key(s.keys)
 	if err != nil {
 		return nil, err
@@ -640,6 +694,9 @@ func unsecuredResponse(apiID string, t tiers) *authv3.CheckResponse {
 		MetaKeyType: structpb.NewStringValue(model.KeyTypeProduction),
 	}
 	t.addMeta(meta)
+	if bw := t.bandwidth(nil, nil, "", apiID); bw != "" {
+		meta[MetaBandwidth] = structpb.NewStringValue(bw)
+	}
 	return okResponse(model.KeyTypeProduction, meta, "")
 }
 
@@ -654,7 +711,9 @@ func (t tiers) addMeta(meta map[string]*structpb.Value) {
 	}
 }
 
-func allowedResponse(v *verified, km *model.KeyMapping, app *model.Application, sub *model.Subscription, t tiers) *authv3.CheckResponse {
+// allowedResponse allows a request with a credential; assertion, when
+// not "", is the backend JWT to send the backend (backendjwt.go).
+func allowedResponse(v *verified, km *model.KeyMapping, app *model.Application, sub *model.Subscription, t tiers, assertion string) *authv3.CheckResponse {
 	meta := map[string]*structpb.Value{
 		MetaAPIID:           structpb.NewStringValue(sub.APIID),
 		MetaApplicationID:   structpb.NewStringValue(app.ID),
@@ -671,11 +730,19 @@ func allowedResponse(v *verified, km *model.KeyMapping, app *model.Application, 
 		meta[MetaApplicationTier] = structpb.NewStringValue(t.app.Name)
 	}
 	t.addMeta(meta)
+	if bw := t.bandwidth(sub, app, v.subject, sub.APIID); bw != "" {
+		meta[MetaBandwidth] = structpb.NewStringValue(bw)
+	}
 	remove := "authorization"
 	if v.apiKey {
 		remove = HeaderAPIKey
 	}
-	return okResponse(km.KeyType, meta, remove)
+	resp := okResponse(km.KeyType, meta, remove)
+	if assertion != "" {
+		ok := resp.GetOkResponse()
+		ok.Headers = withBackendJWT(ok.Headers, assertion)
+	}
+	return resp
 }
 
 // WSO2 error codes the server answers with.
@@ -693,6 +760,9 @@ const (
 	// does not permit; keyed apart from codeNoSubscription for its own
 	// description.
 	codeKeyForbidden = "900908/apikey"
+	// codeBackendJWT is WSO2's API_AUTH_GENERAL_ERROR, answered with 500
+	// when the backend JWT an API asks for cannot be made.
+	codeBackendJWT = "900900"
 )
 
 // denial is one prepared denied response; they are built once in New and
@@ -711,6 +781,13 @@ type denial struct {
 }
 
 var denials = []denial{
+	{
+		code:        codeBackendJWT,
+		http:        typev3.StatusCode_InternalServerError,
+		grpc:        codes.Internal,
+		message:     "Unclassified Authentication Failure",
+		description: "The gateway could not make the backend JWT this API requires",
+	},
 	{
 		// WSO2 answers a blocking condition with 403 "Message blocked".
 		code:        codeDenied,

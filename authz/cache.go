@@ -22,6 +22,17 @@ type verified struct {
 	jti      string // the token's id, checked against the revocations
 	exp      int64  // unix seconds; 0 means none
 	nbf      int64
+	iat      int64 // issued at, unix seconds; 0 means none (client revocations)
+
+	// keyManager is the external key manager's id, "" for the resident
+	// one's tokens; mappingKey the key mapping's key (model.MappingKey).
+	keyManager string
+	mappingKey string
+
+	// payload is the token's decoded claims JSON, for throttling conditions
+	// and custom rules on claims; claims its map, decoded on first use.
+	payload []byte
+	claims  atomic.Pointer[map[string]any]
 
 	// An API key (token_type apiKey) carries its application and key type
 	// itself: km is a key mapping made from them once, so that the memo
@@ -52,15 +63,16 @@ type okMemos struct {
 }
 
 // memo returns the allowed response for sub's API (and resource, when it
-// has a limited tier) if it was built from exactly these index entries.
-func (v *verified) memo(km *model.KeyMapping, app *model.Application, sub *model.Subscription, t tiers) *authv3.CheckResponse {
+// has a limited tier) if it was built from exactly these index entries and
+// backend JWT settings.
+func (v *verified) memo(km *model.KeyMapping, app *model.Application, sub *model.Subscription, t tiers, jwt backendJWTRoute) *authv3.CheckResponse {
 	ms := v.ok.Load()
 	if ms == nil {
 		return nil
 	}
 	for _, m := range ms.m[:ms.n] {
 		if m.sub == sub && m.tiers.resource == t.resource {
-			if m.km == km && m.app == app && m.tiers == t {
+			if m.km == km && m.app == app && m.tiers == t && m.jwt == jwt {
 				return m.resp
 			}
 			return nil
@@ -105,13 +117,17 @@ type okMemo struct {
 	app   *model.Application
 	sub   *model.Subscription
 	tiers tiers
-	resp  *authv3.CheckResponse
+	jwt   backendJWTRoute // the route's backend JWT settings (backendjwt.go)
+	// signed is the backend JWT in resp, nil for none.
+	signed *signedJWT
+	resp   *authv3.CheckResponse
 }
 
 // tiers are the limited throttling tiers of a request, which decide the
 // rate-limit metadata: nil for a level that does not limit.
 type tiers struct {
 	sub      bool          // the subscription tier limits (or is unknown)
+	subBytes bool          // the subscription tier is a bandwidth quota
 	app      *model.Policy // application level
 	api      *model.Policy // API level (advanced)
 	res      *model.Policy // resource level (advanced)

@@ -219,6 +219,10 @@ func parseClaims(b []byte, c *claims) error {
 			var n float64
 			n, err = jsonNumber(val)
 			c.NotBefore = (*number)(&n)
+		case "iat":
+			var n float64
+			n, err = jsonNumber(val)
+			c.IssuedAt = (*number)(&n)
 		case "token_type":
 			c.TokenType, err = jsonString(val)
 		case "keytype":

@@ -37,6 +37,7 @@ var (
 type jwt struct {
 	alg, kid     string
 	signingInput string // header.payload, as signed
+	payload      []byte // decoded
 	sig          []byte
 	claims       claims
 }
@@ -49,6 +50,7 @@ type claims struct {
 	Audience  audience `json:"aud"`
 	Expiry    *number  `json:"exp"`
 	NotBefore *number  `json:"nbf"`
+	IssuedAt  *number  `json:"iat"`
 	Scope     string   `json:"scope"`
 	JTI       string   `json:"jti"`
 
@@ -85,6 +87,14 @@ func (a *audience) UnmarshalJSON(b []byte) error {
 	}
 	*a = ss
 	return nil
+}
+
+// issuedAt is the iat claim in whole seconds, 0 when absent.
+func (c *claims) issuedAt() int64 {
+	if c.IssuedAt == nil {
+		return 0
+	}
+	return int64(*c.IssuedAt)
 }
 
 // clientID is the OAuth client the token was issued to: azp, else
@@ -135,7 +145,7 @@ func parseJWT(token string) (*jwt, error) {
 	if err != nil {
 		return nil, errMalformed
 	}
-	t := &jwt{alg: alg, kid: kid, signingInput: token[:len(h)+1+len(p)], sig: sig}
+	t := &jwt{alg: alg, kid: kid, signingInput: token[:len(h)+1+len(p)], payload: pb, sig: sig}
 	if err := parseClaims(pb, &t.claims); err != nil {
 		return nil, errMalformed
 	}

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -40,26 +39,6 @@ func (e *env) apiKey(token, app, keyType string, body map[string]any) string {
 	return out.APIKey
 }
 
-// gatewayWith calls the gateway with extra headers and returns the status,
-// the body and the response headers.
-func (e *env) gatewayWith(method, path string, headers map[string]string) (int, string, http.Header) {
-	e.t.Helper()
-	req, err := http.NewRequest(method, e.gwURL+path, nil)
-	if err != nil {
-		e.t.Fatal(err)
-	}
-	for k, v := range headers {
-		req.Header.Set(k, v)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		e.t.Fatalf("gateway %s %s: %v", method, path, err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(data), resp.Header
-}
-
 func TestAPIKeyAndCORS(t *testing.T) {
 	e := start(t, nil)
 	admin := e.userToken("admin", e.adminPass, "apim:api_view apim:api_create apim:api_publish apim:subscribe apim:app_manage apim:sub_manage")
@@ -77,30 +56,30 @@ func TestAPIKeyAndCORS(t *testing.T) {
 
 	const keyedPath, oauthPath = "/keyed/1.0.0/items/1", "/oauthonly/1.0.0/items/1"
 	e.eventually(10*time.Second, func() string {
-		if status, body, _ := e.gatewayWith("GET", keyedPath, map[string]string{"apikey": key}); status != 200 {
+		if status, _, body, _ := e.gatewayWith("GET", keyedPath, "", map[string]string{"apikey": key}); status != 200 {
 			return fmt.Sprintf("api key call = %d %s", status, body)
 		}
 		return ""
 	})
 	// The one 401 body every bad key gets.
-	status, invalidBody, _ := e.gatewayWith("GET", keyedPath, map[string]string{"apikey": key + "x"})
+	status, _, invalidBody, _ := e.gatewayWith("GET", keyedPath, "", map[string]string{"apikey": key + "x"})
 	if status != 401 || !strings.Contains(invalidBody, `"code":"900901"`) {
 		t.Fatalf("tampered key = %d %s", status, invalidBody)
 	}
 	sameAsInvalid := func(t *testing.T, headers map[string]string, why string) {
 		t.Helper()
-		status, body, _ := e.gatewayWith("GET", keyedPath, headers)
+		status, _, body, _ := e.gatewayWith("GET", keyedPath, "", headers)
 		if status != 401 || body != invalidBody {
 			t.Errorf("%s: %d %s, want 401 %s", why, status, body, invalidBody)
 		}
 	}
 
 	t.Run("API key honoured only where the scheme has api_key", func(t *testing.T) {
-		status, body, _ := e.gatewayWith("GET", oauthPath, map[string]string{"apikey": key})
+		status, _, body, _ := e.gatewayWith("GET", oauthPath, "", map[string]string{"apikey": key})
 		if status != 401 || !strings.Contains(body, `"code":"900902"`) {
 			t.Errorf("api key on an oauth2-only API = %d %s, want 401 900902", status, body)
 		}
-		status, body, _ = e.gatewayWith("GET", keyedPath, map[string]string{"apikey": key})
+		status, _, body, _ = e.gatewayWith("GET", keyedPath, "", map[string]string{"apikey": key})
 		if status != 200 || strings.Contains(body, key) {
 			t.Errorf("api key call = %d %s (the backend must not see the key)", status, body)
 		}
@@ -110,7 +89,7 @@ func TestAPIKeyAndCORS(t *testing.T) {
 		tok := e.appToken(admin, app)
 		// The new key mapping reaches the gateway by an event.
 		e.eventually(5*time.Second, func() string {
-			if status, body, _ := e.gatewayWith("GET", keyedPath, map[string]string{"Authorization": "Bearer " + tok}); status != 200 {
+			if status, _, body, _ := e.gatewayWith("GET", keyedPath, "", map[string]string{"Authorization": "Bearer " + tok}); status != 200 {
 				return fmt.Sprintf("access token on oauth2+api_key = %d %s", status, body)
 			}
 			return ""
@@ -121,7 +100,7 @@ func TestAPIKeyAndCORS(t *testing.T) {
 		short := e.apiKey(admin, app, "PRODUCTION", map[string]any{"validityPeriod": 1})
 		// exp + the sidecar's 5 s leeway.
 		e.eventually(15*time.Second, func() string {
-			status, body, _ := e.gatewayWith("GET", keyedPath, map[string]string{"apikey": short})
+			status, _, body, _ := e.gatewayWith("GET", keyedPath, "", map[string]string{"apikey": short})
 			if status != 401 || body != invalidBody {
 				return fmt.Sprintf("expired key = %d %s", status, body)
 			}
@@ -130,12 +109,12 @@ func TestAPIKeyAndCORS(t *testing.T) {
 	})
 	t.Run("Revoked key", func(t *testing.T) {
 		k := e.apiKey(admin, app, "PRODUCTION", nil)
-		if status, body, _ := e.gatewayWith("GET", keyedPath, map[string]string{"apikey": k}); status != 200 {
+		if status, _, body, _ := e.gatewayWith("GET", keyedPath, "", map[string]string{"apikey": k}); status != 200 {
 			t.Fatalf("before revocation = %d %s", status, body)
 		}
 		e.must(200, "POST", "/api/am/devportal/v3/applications/"+app+"/api-keys/PRODUCTION/revoke", admin, map[string]any{"apikey": k}, nil)
 		e.eventually(5*time.Second, func() string {
-			status, body, _ := e.gatewayWith("GET", keyedPath, map[string]string{"apikey": k})
+			status, _, body, _ := e.gatewayWith("GET", keyedPath, "", map[string]string{"apikey": k})
 			if status != 401 || body != invalidBody {
 				return fmt.Sprintf("revoked key = %d %s", status, body)
 			}
@@ -150,18 +129,18 @@ func TestAPIKeyAndCORS(t *testing.T) {
 	})
 	t.Run("IP restriction", func(t *testing.T) {
 		k := e.apiKey(admin, app, "PRODUCTION", map[string]any{"additionalProperties": map[string]any{"permittedIP": "10.0.0.0/8"}})
-		status, body, _ := e.gatewayWith("GET", keyedPath, map[string]string{"apikey": k, "X-Forwarded-For": "10.1.2.3"})
+		status, _, body, _ := e.gatewayWith("GET", keyedPath, "", map[string]string{"apikey": k, "X-Forwarded-For": "10.1.2.3"})
 		if status != 403 || !strings.Contains(body, `"code":"900908"`) {
 			t.Errorf("key restricted to 10.0.0.0/8 from 127.0.0.1 = %d %s, want 403 900908", status, body)
 		}
 		ok := e.apiKey(admin, app, "PRODUCTION", map[string]any{"additionalProperties": map[string]any{"permittedIP": "127.0.0.1"}})
-		if status, body, _ := e.gatewayWith("GET", keyedPath, map[string]string{"apikey": ok}); status != 200 {
+		if status, _, body, _ := e.gatewayWith("GET", keyedPath, "", map[string]string{"apikey": ok}); status != 200 {
 			t.Errorf("key restricted to 127.0.0.1 = %d %s", status, body)
 		}
 	})
 	t.Run("CORS preflight and actual request", func(t *testing.T) {
 		preflight := func(from string) (int, http.Header) {
-			status, _, h := e.gatewayWith("OPTIONS", keyedPath, map[string]string{
+			status, _, _, h := e.gatewayWith("OPTIONS", keyedPath, "", map[string]string{
 				"Origin": from, "Access-Control-Request-Method": "GET", "Access-Control-Request-Headers": "apikey",
 			})
 			return status, h
@@ -175,12 +154,12 @@ func TestAPIKeyAndCORS(t *testing.T) {
 		if h.Get("Access-Control-Allow-Origin") != "" {
 			t.Errorf("preflight from another origin = %d with Access-Control-Allow-Origin %q", status, h.Get("Access-Control-Allow-Origin"))
 		}
-		status, _, h = e.gatewayWith("GET", keyedPath, map[string]string{"apikey": key, "Origin": origin})
+		status, _, _, h = e.gatewayWith("GET", keyedPath, "", map[string]string{"apikey": key, "Origin": origin})
 		if status != 200 || h.Get("Access-Control-Allow-Origin") != origin {
 			t.Errorf("cross-origin GET = %d, Access-Control-Allow-Origin %q", status, h.Get("Access-Control-Allow-Origin"))
 		}
 		// A denial is readable by the page too.
-		status, _, h = e.gatewayWith("GET", keyedPath, map[string]string{"Origin": origin})
+		status, _, _, h = e.gatewayWith("GET", keyedPath, "", map[string]string{"Origin": origin})
 		if status != 401 || h.Get("Access-Control-Allow-Origin") != origin {
 			t.Errorf("cross-origin GET without a key = %d, Access-Control-Allow-Origin %q", status, h.Get("Access-Control-Allow-Origin"))
 		}

@@ -113,6 +113,9 @@ type apimConfig struct {
 	// throttling); empty and 0 keep the defaults.
 	GatewayID string
 	FleetSize int
+	// RateLimitMode is gateway.rate_limit_mode, where the rate-limit
+	// decision is made; rendered only when set, so empty keeps the default.
+	RateLimitMode string
 }
 
 var configTemplate = template.Must(template.New("apim.yaml").Parse(`profile: {{.Profile}}
@@ -141,6 +144,9 @@ gateway:
   token: "{{.Token}}"
   id: "{{.GatewayID}}"
   fleet_size: {{.FleetSize}}
+{{- if .RateLimitMode}}
+  rate_limit_mode: {{.RateLimitMode}}
+{{- end}}
 key_manager:
   issuer: https://localhost:{{.IssuerPort}}/oauth2/token
 admin:
@@ -166,6 +172,13 @@ func newEnv(t testing.TB) *env {
 // then Envoy with apim's own bootstrap, and waits until both are ready.
 func start(t testing.TB, brokers []string) *env {
 	t.Helper()
+	return startWith(t, brokers, nil)
+}
+
+// startWith is start with the all-in-one's configuration changed by edit
+// (nil: none) before it runs.
+func startWith(t testing.TB, brokers []string, edit func(*apimConfig)) *env {
+	t.Helper()
 	e := newEnv(t)
 	c := apimConfig{
 		Profile: "all-in-one", DataDir: e.dataDir, Brokers: strings.Join(brokers, ","), AdminPassword: e.adminPass,
@@ -173,6 +186,9 @@ func start(t testing.TB, brokers []string) *env {
 		GatewayPort: freePort(t), PGPort: freePort(t), KafkaPort: freePort(t),
 	}
 	c.IssuerPort = c.HTTPPort
+	if edit != nil {
+		edit(&c)
+	}
 	e.opsURL = fmt.Sprintf("http://127.0.0.1:%d", c.OpsPort)
 	cfgFile := e.runAPIM("apim", c)
 	e.trust(filepath.Join(e.dataDir, "tls", "server.crt"), c)
@@ -385,12 +401,21 @@ func (e *env) must(want int, method, path, token string, body any, out any) {
 // the body is one, the body and the headers.
 func (e *env) gateway(method, path, token string) (int, string, string, http.Header) {
 	e.t.Helper()
+	return e.gatewayWith(method, path, token, nil)
+}
+
+// gatewayWith is gateway with more request headers.
+func (e *env) gatewayWith(method, path, token string, header map[string]string) (int, string, string, http.Header) {
+	e.t.Helper()
 	req, err := http.NewRequest(method, e.gwURL+path, nil)
 	if err != nil {
 		e.t.Fatal(err)
 	}
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	for k, v := range header {
+		req.Header.Set(k, v)
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {

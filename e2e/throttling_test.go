@@ -15,7 +15,10 @@ import (
 // a deny policy on an application answers 403 900805 within a second of
 // being switched on, and lets it through again when switched off.
 func TestThrottling(t *testing.T) {
-	e := start(t, nil)
+	forEachRateLimitMode(t, testThrottling)
+}
+
+func testThrottling(t *testing.T, e *env) {
 	admin := e.userToken("admin", e.adminPass, "apim:api_view apim:api_create apim:api_publish apim:subscribe apim:app_manage apim:sub_manage apim:admin apim:tier_manage")
 
 	var pol struct{ PolicyID, PolicyName string }

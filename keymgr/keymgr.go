@@ -1,8 +1,9 @@
 // Package keymgr is the resident key manager: an OAuth 2.0 / OIDC server on
-// ory/fosite that registers clients (WSO2 DCR), issues RS256 JWT access tokens
-// (client_credentials, password, authorization_code with PKCE, and rotating
-// refresh tokens), revokes, introspects and verifies them, and rotates its
-// signing keys.
+// ory/fosite that registers clients (WSO2 DCR), issues access tokens, RS256
+// JWTs or opaque reference tokens per application (client_credentials,
+// password, authorization_code with PKCE, and rotating refresh tokens),
+// revokes, introspects and verifies them, regenerates client secrets, and
+// rotates its signing keys.
 package keymgr
 
 import (
@@ -99,6 +100,10 @@ type Config struct {
 	// PasswordHashWait is how long a password check waits for a free slot
 	// before the request is answered 503; defaults to DefaultPasswordHashWait.
 	PasswordHashWait time.Duration
+	// ExternalJWKSClient fetches the JWKS of external key managers for the
+	// JWT bearer grant (jwtbearer.go); default: an http.Client with the
+	// system's roots. Each fetch has its own timeout.
+	ExternalJWKSClient *http.Client
 	// Logger is the component's logger.
 	Logger zerolog.Logger
 }
@@ -249,12 +254,14 @@ func newProvider(cfg Config, signingKey func(context.Context) (any, error), st *
 		SanitationWhiteList: []string{"redirect_uri"},
 	}
 	conf := providerConfig{fc}
-	strategy := &oauth2.DefaultJWTStrategy{
+	// JWT access tokens, or opaque ones for the applications that ask
+	// (tokenType OAUTH, opaque.go).
+	strategy := tokenStrategy{&oauth2.DefaultJWTStrategy{
 		Signer: &fjwt.DefaultSigner{GetPrivateKey: signingKey},
 		// Refresh tokens and codes are opaque, hashed with SHA-256.
 		HMACSHAStrategy: opaqueCore{},
 		Config:          conf,
-	}
+	}}
 	provider := fosite.NewOAuth2Provider(st, conf)
 	for _, factory := range []compose.Factory{
 		compose.OAuth2AuthorizeExplicitFactory,
@@ -271,6 +278,7 @@ func newProvider(cfg Config, signingKey func(context.Context) (any, error), st *
 			fc.TokenEndpointHandlers.Append(h)
 		}
 	}
+	fc.TokenEndpointHandlers.Append(newJWTBearerGrant(cfg, conf, st, strategy)) // jwtbearer.go
 	return provider
 }
 
@@ -304,7 +312,7 @@ func (s *Server) handleDiscovery(w http.ResponseWriter, _ *http.Request) {
 		"revocation_endpoint":                           s.cfg.BaseURL + PathRevoke,
 		"introspection_endpoint":                        s.cfg.BaseURL + PathIntrospect,
 		"userinfo_endpoint":                             s.cfg.BaseURL + PathUserinfo,
-		"grant_types_supported":                         []string{GrantClientCredentials, GrantPassword, GrantRefreshToken, GrantAuthorizationCode},
+		"grant_types_supported":                         []string{GrantClientCredentials, GrantPassword, GrantRefreshToken, GrantAuthorizationCode, GrantJWTBearer},
 		"response_types_supported":                      []string{"code"},
 		"code_challenge_methods_supported":              []string{"S256"},
 		"scopes_supported":                              []string{DefaultScope},

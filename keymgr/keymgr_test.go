@@ -339,7 +339,7 @@ func TestDiscoveryAndJWKS(t *testing.T) {
 			t.Errorf("%s = %v, want %v", k, doc[k], v)
 		}
 	}
-	if got := mustJSON(t, doc["grant_types_supported"]); got != `["client_credentials","password","refresh_token","authorization_code"]` {
+	if got := mustJSON(t, doc["grant_types_supported"]); got != `["client_credentials","password","refresh_token","authorization_code","urn:ietf:params:oauth:grant-type:jwt-bearer"]` {
 		t.Errorf("grant_types_supported %s", got)
 	}
 	if got := mustJSON(t, doc["token_endpoint_auth_methods_supported"]); got != `["client_secret_basic","client_secret_post"]` {

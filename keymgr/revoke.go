@@ -63,6 +63,24 @@ func (s *Server) Revoked(ctx context.Context, jti string) (bool, error) {
 	return revoked, nil
 }
 
+// revokedJWT reports whether a verified JWT was revoked: its jti, or every
+// token its client was issued before a regenerated secret.
+func (s *Server) revokedJWT(ctx context.Context, v *verified) (bool, error) {
+	iat := v.issuedAt
+	if iat.IsZero() {
+		iat = time.Unix(0, 0)
+	}
+	var revoked bool
+	if err := s.cfg.APIM.QueryRow(ctx, `
+		SELECT EXISTS (SELECT 1 FROM revoked_tokens WHERE jti = $1)
+			OR EXISTS (SELECT 1 FROM revoked_clients
+				WHERE client_id = $2 AND issued_before > $3 AND expires_at > now())`,
+		v.jti, v.ClientID, iat).Scan(&revoked); err != nil {
+		return false, fmt.Errorf("revoked %s: %w", v.jti, err)
+	}
+	return revoked, nil
+}
+
 // authenticateClient authenticates the calling client of the revocation and
 // introspection endpoints: HTTP basic (client_secret_basic) or
 // client_id/client_secret in the form (client_secret_post). It writes the
@@ -106,8 +124,8 @@ func unescape(s string) string {
 	return s
 }
 
-// handleRevoke is RFC 7009 token revocation. An access token (a JWT of
-// ours) is revoked by its jti until it expires, announced to the gateways
+// handleRevoke is RFC 7009 token revocation. An access token (a JWT or an
+// opaque token of ours) is revoked by its jti until it expires, announced to the gateways
 // by a revocation event; a refresh token revokes its whole family and the
 // access tokens issued with it. A token that is unknown, expired or not
 // ours answers 200, as RFC 7009 2.2 asks; a token of another client is
@@ -159,6 +177,9 @@ func (s *Server) revoke(ctx context.Context, clientID, token string) (kind strin
 		}
 		return "refresh_token", revokeFamily(ctx, s.cfg.APIM, familyID)
 	}
+	if strings.HasPrefix(token, accessTokenPrefix) {
+		return s.revokeOpaque(ctx, clientID, token)
+	}
 	// An access token: revocable while it verifies; an expired one needs
 	// no revocation.
 	v, err := s.keys.Load().verifyToken(token, s.cfg.Issuer, time.Now())
@@ -173,6 +194,33 @@ func (s *Server) revoke(ctx context.Context, clientID, token string) (kind strin
 	}
 	return "access_token", pgx.BeginFunc(ctx, s.cfg.APIM, func(tx pgx.Tx) error {
 		return revokeJTI(ctx, tx, v.jti, v.ExpiresAt)
+	})
+}
+
+// revokeOpaque revokes an opaque access token of the client by its jti,
+// as a JWT is: a revoked_tokens row and a revocation event, which the
+// gateways match against the jti their introspection cached.
+func (s *Server) revokeOpaque(ctx context.Context, clientID, token string) (string, error) {
+	var (
+		jti, owner string
+		exp        time.Time
+	)
+	err := s.cfg.APIM.QueryRow(ctx, `SELECT jti, client_id, expires_at FROM oauth_access_tokens WHERE token_hash = $1`,
+		hashSecret(token)).Scan(&jti, &owner, &exp)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return "unknown", nil
+	}
+	if err != nil {
+		return "access_token", fmt.Errorf("find access token: %w", err)
+	}
+	if owner != clientID {
+		return "access_token", errOtherClient
+	}
+	if !exp.After(time.Now()) {
+		return "access_token", nil // expired: refused for that already
+	}
+	return "access_token", pgx.BeginFunc(ctx, s.cfg.APIM, func(tx pgx.Tx) error {
+		return revokeJTI(ctx, tx, jti, exp)
 	})
 }
 

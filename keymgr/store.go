@@ -18,10 +18,11 @@ import (
 )
 
 // store implements the fosite storage of the served grants on PostgreSQL.
-// Clients are read from oauth_clients. Access tokens are self-contained
-// JWTs, so access-token sessions are not stored (Create is a no-op, Get
-// finds nothing): revocation is by the token's jti (revoked_tokens).
-// Refresh tokens and authorization codes are stored hashed (tokens.go).
+// Clients are read from oauth_clients. JWT access tokens are self-contained
+// and not stored; opaque access tokens (an application of tokenType OAUTH)
+// are stored hashed with their claims (opaque.go). Either kind is revoked by
+// its jti (revoked_tokens). Refresh tokens and authorization codes are
+// stored hashed (tokens.go).
 type store struct {
 	apim   *pgxpool.Pool
 	shared *pgxpool.Pool
@@ -41,7 +42,18 @@ type client struct {
 	fosite.DefaultClient
 	Owner string
 	Kind  string // clientKindApplication or clientKindREST
+	// TokenType is the access-token format: its application's tokenType
+	// (TokenTypeJWT or TokenTypeOAuth); TokenTypeJWT for a REST client.
+	TokenType string
+	// Validity holds the client's own token lifetimes (zero: the default).
+	Validity TokenValidity
+	// IssuedNotBefore, when not zero, is the earliest iat the client's new
+	// tokens may carry: the client's tokens issued before it were revoked
+	// (a regenerated secret, secret.go).
+	IssuedNotBefore time.Time
 }
+
+var _ fosite.ClientWithCustomTokenLifespans = (*client)(nil)
 
 // Kinds of OAuth client (oauth_clients.kind).
 const (
@@ -56,10 +68,19 @@ const (
 // GetClient implements fosite.ClientManager.
 func (st *store) GetClient(ctx context.Context, id string) (fosite.Client, error) {
 	c := &client{}
+	var appTTL, userTTL, refreshTTL int64
+	var notBefore *time.Time
 	err := st.apim.QueryRow(ctx, `
-		SELECT client_id, secret_hash, owner, kind, grant_types, redirect_uris
-		FROM oauth_clients WHERE client_id = $1`, id).
-		Scan(&c.ID, &c.Secret, &c.Owner, &c.Kind, &c.GrantTypes, &c.RedirectURIs)
+		SELECT c.client_id, c.secret_hash, c.owner, c.kind, c.grant_types, c.redirect_uris,
+			coalesce(a.token_type, 'JWT'), coalesce(c.app_access_ttl, 0), coalesce(c.user_access_ttl, 0),
+			coalesce(c.refresh_ttl, 0), r.issued_before
+		FROM oauth_clients c
+		LEFT JOIN key_mappings km ON km.resident_client_id = c.client_id -- not an external client of the same id
+		LEFT JOIN applications a ON a.id = km.application_id
+		LEFT JOIN revoked_clients r ON r.client_id = c.client_id AND r.expires_at > now()
+		WHERE c.client_id = $1`, id).
+		Scan(&c.ID, &c.Secret, &c.Owner, &c.Kind, &c.GrantTypes, &c.RedirectURIs,
+			&c.TokenType, &appTTL, &userTTL, &refreshTTL, &notBefore)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, fosite.ErrNotFound
 	}
@@ -67,7 +88,37 @@ func (st *store) GetClient(ctx context.Context, id string) (fosite.Client, error
 		return nil, fmt.Errorf("get client: %w", err)
 	}
 	c.Audience = []string{c.ID}
+	c.Validity = TokenValidity{
+		ApplicationAccessToken: time.Duration(appTTL) * time.Second,
+		UserAccessToken:        time.Duration(userTTL) * time.Second,
+		RefreshToken:           time.Duration(refreshTTL) * time.Second,
+	}
+	if notBefore != nil {
+		c.IssuedNotBefore = notBefore.UTC()
+	}
 	return c, nil
+}
+
+// GetEffectiveLifespan implements fosite.ClientWithCustomTokenLifespans:
+// the client's own lifetimes, WSO2's application access token for
+// client_credentials, its user access token for the grants that act for a
+// user, its refresh token; the fallback where it has none.
+func (c *client) GetEffectiveLifespan(gt fosite.GrantType, tt fosite.TokenType, fallback time.Duration) time.Duration {
+	var d time.Duration
+	switch tt {
+	case fosite.AccessToken:
+		if gt == fosite.GrantTypeClientCredentials {
+			d = c.Validity.ApplicationAccessToken
+		} else {
+			d = c.Validity.UserAccessToken
+		}
+	case fosite.RefreshToken:
+		d = c.Validity.RefreshToken
+	}
+	if d <= 0 {
+		return fallback
+	}
+	return d
 }
 
 // ClientAssertionJWTValid implements fosite.ClientManager; JWT client
@@ -78,18 +129,9 @@ func (st *store) ClientAssertionJWTValid(context.Context, string) error { return
 // SetClientAssertionJWT implements fosite.ClientManager; see ClientAssertionJWTValid.
 func (st *store) SetClientAssertionJWT(context.Context, string, time.Time) error { return nil }
 
-// CreateAccessTokenSession is a no-op: access tokens are self-contained JWTs.
-func (st *store) CreateAccessTokenSession(context.Context, string, fosite.Requester) error {
-	return nil
-}
-
-// GetAccessTokenSession finds nothing: no sessions are stored.
-func (st *store) GetAccessTokenSession(context.Context, string, fosite.Session) (fosite.Requester, error) {
-	return nil, fosite.ErrNotFound
-}
-
-// DeleteAccessTokenSession is a no-op: no sessions are stored.
-func (st *store) DeleteAccessTokenSession(context.Context, string) error { return nil }
+// CreateAccessTokenSession, GetAccessTokenSession and
+// DeleteAccessTokenSession are in opaque.go: JWTs are not stored, opaque
+// access tokens are.
 
 // Authenticate implements the password grant's user check against the shared
 // database. Bad credentials are fosite.ErrNotFound, which fosite answers with

@@ -17,6 +17,10 @@ import (
 // the grant; between its request and response steps we decide the granted
 // scopes and fill in the claims WSO2's tokens carry.
 func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
+	// Before the client is read: the iat of a token whose client was
+	// authenticated with a secret regenerated meanwhile is before the
+	// regeneration (secret.go).
+	start := time.Now()
 	ks := s.keys.Load()
 	ctx := context.WithValue(r.Context(), keySetKey{}, ks)
 	ar, err := s.provider.NewAccessRequest(ctx, r, newSession(ks))
@@ -56,8 +60,11 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 	}
 	// An application's key calls APIs, not the REST APIs: its tokens get no
 	// role scopes, whoever owns the application and whatever the grant.
+	// Nor does a JWT bearer assertion's subject, whatever the client: it is
+	// a user of an external issuer, not of ours, so it has no roles here
+	// (and a local user of the same name must not lend it theirs).
 	allowed := map[string]bool{}
-	if c.Kind != clientKindApplication {
+	if c.Kind != clientKindApplication && grant != GrantJWTBearer {
 		if allowed, err = userScopes(ctx, s.cfg.Shared, scopeOwner); err != nil {
 			s.tokenError(ctx, w, ar, fosite.ErrServerError.WithWrap(err))
 			return
@@ -86,7 +93,7 @@ func (s *Server) handleToken(w http.ResponseWriter, r *http.Request) {
 		ar.GrantAudience(c.ID)
 	}
 
-	now := time.Now().UTC().Truncate(time.Second)
+	now := issuedAt(start, c)
 	sess.Subject = subject
 	sess.Username = subject
 	sess.JWTHeader = &fjwt.Headers{Extra: map[string]any{"kid": ks.active.kid}}

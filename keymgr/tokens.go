@@ -286,9 +286,9 @@ func (st *store) RevokeRefreshToken(ctx context.Context, requestID string) error
 	return revokeFamily(ctx, st.db(ctx), requestID)
 }
 
-// RevokeAccessToken is done by RevokeRefreshToken, which knows the access
-// tokens' jtis; fosite calls both with the same request id.
-func (st *store) RevokeAccessToken(context.Context, string) error { return nil }
+// RevokeAccessToken is in opaque.go: it revokes the access tokens a
+// request id (a grant) issued, opaque ones and the one of an authorization
+// code; RevokeRefreshToken revokes those recorded with refresh tokens.
 
 // beginner starts a transaction: a pool, or a transaction (a savepoint).
 type beginner interface {

@@ -52,4 +52,5 @@ var kindNames = [...]string{
 	kindApplication:  "application",
 	kindAPI:          "api",
 	kindResource:     "resource",
+	kindCustom:       "custom",
 }

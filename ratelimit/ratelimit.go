@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math"
 	"strconv"
+	"strings"
 	"time"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -19,7 +20,6 @@ import (
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/types/known/durationpb"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/apim-dev/apim/internal/gwstate"
@@ -42,7 +42,43 @@ const (
 	KeyResource     = "resource" // [resource, resource_api, resource_tier]
 	KeyResourceAPI  = "resource_api"
 	KeyResourceTier = "resource_tier"
+	KeyCustom       = "custom"    // [custom]: every custom rule matched, see CustomRuleSep
+	KeyBandwidth    = "bandwidth" // [bandwidth]: sent when the stream is done, see countBytes
 )
+
+// Separators within descriptor values. An advanced policy's tier may carry
+// the 1-based condition group the request matched after GroupSep
+// ("10KPerMin/2"; policy names cannot contain it). The [custom] and
+// [bandwidth] values hold several records, split by CustomRuleSep, of fields
+// split by CustomKeySep: ASCII's record and unit separators, which neither
+// names nor ids, paths or addresses carry.
+const (
+	GroupSep      = "/"
+	CustomRuleSep = "\x1e"
+	CustomKeySep  = "\x1f"
+)
+
+// Bandwidth record kinds, the first field of a [bandwidth] record.
+const (
+	BandwidthSubscription = "subscription"
+	BandwidthApplication  = "application"
+	BandwidthAPI          = "api"
+	BandwidthResource     = "resource"
+)
+
+func bandwidthKind(k string) (kind byte, level string, ok bool) {
+	switch k {
+	case BandwidthSubscription:
+		return kindSubscription, model.LevelSubscription, true
+	case BandwidthApplication:
+		return kindApplication, model.LevelApplication, true
+	case BandwidthAPI:
+		return kindAPI, model.LevelAPI, true
+	case BandwidthResource:
+		return kindResource, model.LevelAPI, true
+	}
+	return 0, "", false
+}
 
 // WSO2's throttling error codes, one per level.
 const (
@@ -61,6 +97,7 @@ const (
 	kindApplication
 	kindAPI
 	kindResource
+	kindCustom
 )
 
 // Config configures the rate-limit service.
@@ -146,13 +183,11 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 	now := s.now()
 	idx := s.state.Load()
 	descs := req.GetDescriptors()
-	resp := &rlsv3.RateLimitResponse{
-		OverallCode: rlsv3.RateLimitResponse_OK,
-		Statuses:    make([]*rlsv3.RateLimitResponse_DescriptorStatus, len(descs)),
-	}
+	ans := newAnswer(len(descs)) // the response and its statuses, in one allocation
+	resp := &ans.resp
 	var retryAt time.Time // end of the latest window over its limit
 	code := ""
-	var added tally
+	added := tally{ans: ans}
 	for i, d := range descs {
 		st, c, end := s.count(idx, req, d, now, &added)
 		resp.Statuses[i] = st
@@ -201,6 +236,7 @@ type hit struct {
 type tally struct {
 	hits [8]hit
 	n    int
+	ans  *answer // where the request's statuses are allocated
 }
 
 func (t *tally) add(h hit) {
@@ -224,6 +260,7 @@ func (s *Server) count(idx *gwstate.Index, req *rlsv3.RateLimitRequest, d *ratel
 	if req.GetDomain() != Domain || len(entries) == 0 {
 		return okStatus, "", time.Time{}
 	}
+	hits := descriptorHits(req, d)
 	var a, b, tier, level, code string
 	var kind byte
 	switch entries[0].GetKey() {
@@ -235,6 +272,11 @@ func (s *Server) count(idx *gwstate.Index, req *rlsv3.RateLimitRequest, d *ratel
 		kind, level, code = kindAPI, model.LevelAPI, CodeAPI
 	case KeyResource:
 		kind, level, code = kindResource, model.LevelAPI, CodeResource
+	case KeyCustom:
+		return s.countCustom(idx, entries[0].GetValue(), hits, now, added)
+	case KeyBandwidth:
+		s.countBytes(idx, entries[0].GetValue(), hits, now)
+		return okStatus, "", time.Time{}
 	default:
 		return okStatus, "", time.Time{}
 	}
@@ -247,19 +289,29 @@ func (s *Server) count(idx *gwstate.Index, req *rlsv3.RateLimitRequest, d *ratel
 			b = e.GetValue()
 		}
 	}
+	// An advanced policy's tier may name the condition group the request
+	// matched, "name/2": the group has its own limit and its own counter.
+	group := 0
+	if name, g, ok := strings.Cut(tier, GroupSep); ok && kind != kindSubscription && kind != kindApplication {
+		n, err := strconv.Atoi(g)
+		if err != nil || n < 1 {
+			return okStatus, "", time.Time{}
+		}
+		tier, group, b = name, n, b+GroupSep+g
+	}
 	if a == "" || tier == "" {
 		return okStatus, "", time.Time{}
 	}
 	p, ok := idx.Policy(level, tier)
-	if !ok || p.Unlimited() || p.QuotaType == model.QuotaBandwidth {
-		// Bandwidth quotas need the response size, which the RLS never
-		// sees: not enforced (yet).
+	if !ok {
 		return okStatus, "", time.Time{}
 	}
-	start, end := model.WindowStart(p.TimeUnit, p.UnitTime, now)
-	if start.IsZero() {
-		return okStatus, "", time.Time{}
-	}
+	return s.countPolicy(kind, a, b, p, group, code, hits, now, added)
+}
+
+// descriptorHits is what a descriptor adds: its own hits_addend, else the
+// request's, else 1; negative when the descriptor says so.
+func descriptorHits(req *rlsv3.RateLimitRequest, d *ratelimitv3.RateLimitDescriptor) int64 {
 	hits := int64(req.GetHitsAddend())
 	if h := d.GetHitsAddend(); h != nil {
 		// A descriptor's addend is a uint64: cap it at the request-level
@@ -272,13 +324,56 @@ func (s *Server) count(idx *gwstate.Index, req *rlsv3.RateLimitRequest, d *ratel
 	if d.GetIsNegativeHits() {
 		hits = -hits
 	}
+	return hits
+}
+
+// countCustom counts a request against every custom rule it matched (the
+// [custom] descriptor: "name\x1fkey" records joined by "\x1e"), each rule's
+// key apart. The first rule over its limit answers.
+func (s *Server) countCustom(idx *gwstate.Index, rules string, hits int64, now time.Time, added *tally) (*rlsv3.RateLimitResponse_DescriptorStatus, string, time.Time) {
+	st, end := okStatus, time.Time{}
+	for rule := range strings.SplitSeq(rules, CustomRuleSep) {
+		name, key, _ := strings.Cut(rule, CustomKeySep)
+		p, ok := idx.Policy(model.LevelCustom, name)
+		if !ok || key == "" {
+			continue
+		}
+		rst, code, rend := s.countPolicy(kindCustom, name, key, p, 0, CodeCustom, hits, now, added)
+		if code != "" {
+			return rst, code, rend
+		}
+		if rst != okStatus && (st == okStatus || rst.GetLimitRemaining() < st.GetLimitRemaining()) {
+			st, end = rst, rend
+		}
+	}
+	return st, "", end
+}
+
+// countPolicy counts hits against policy p's limit (of condition group
+// group, 0 for the default) on the counter (kind, a, b).
+func (s *Server) countPolicy(kind byte, a, b string, p *model.Policy, group int, code string, hits int64, now time.Time, added *tally) (*rlsv3.RateLimitResponse_DescriptorStatus, string, time.Time) {
+	limit, unitTime, timeUnit := p.Limit(group)
+	bandwidth := p.QuotaType == model.QuotaBandwidth && group == 0
+	if bandwidth {
+		// The request path only checks a bandwidth quota: the bytes are
+		// counted when the stream is done (the [bandwidth] descriptor).
+		limit, hits = p.Bytes(), 0
+	}
+	if limit <= 0 {
+		return okStatus, "", time.Time{}
+	}
+	start, end := model.WindowStart(timeUnit, unitTime, now)
+	if start.IsZero() {
+		return okStatus, "", time.Time{}
+	}
 	nowNs := now.UnixNano()
 	n := s.counters.add(kind, a, b, start.UnixNano(), end.UnixNano(), hits, nowNs)
 	counted := hit{kind: kind, a: a, b: b, start: start.UnixNano(), end: end.UnixNano(), n: hits}
 
-	limit := p.RequestCount
 	over := n > limit
-	if s.fleet != nil && hits > 0 && p.StopOnQuotaReach {
+	if bandwidth {
+		over = n >= limit
+	} else if s.fleet != nil && hits > 0 && p.StopOnQuotaReach {
 		over = !s.fleet.Admit(FleetCount{
 			Key: FleetKey(kind, a, b, start), Start: start, End: end,
 			Limit: limit, Count: n,
@@ -293,13 +388,8 @@ func (s *Server) count(idx *gwstate.Index, req *rlsv3.RateLimitRequest, d *ratel
 	if counted.n != 0 {
 		added.add(counted)
 	}
-	st := &rlsv3.RateLimitResponse_DescriptorStatus{
-		Code:               rlsv3.RateLimitResponse_OK,
-		CurrentLimit:       currentLimit(p.Name, p.RequestCount, p.UnitTime, p.TimeUnit),
-		LimitRemaining:     uint32(min(max(limit-n, 0), int64(^uint32(0)))),
-		DurationUntilReset: durationpb.New(end.Sub(now)),
-	}
-	if over && hits > 0 && p.StopOnQuotaReach {
+	st := added.ans.status(rlsv3.RateLimitResponse_OK, p.Name, limit, unitTime, timeUnit, limit-n, end.Sub(now))
+	if over && (hits > 0 || bandwidth) && p.StopOnQuotaReach {
 		st.Code = rlsv3.RateLimitResponse_OVER_LIMIT
 		return st, code, end
 	}
@@ -308,17 +398,46 @@ func (s *Server) count(idx *gwstate.Index, req *rlsv3.RateLimitRequest, d *ratel
 	// stopOnQuotaReach is false: it protects the backend, not the bill.
 	if bc, bu, ok := p.Burst(); ok && kind == kindSubscription {
 		bs, be := model.WindowStart(bu, 1, now)
-		bn := s.counters.add(kindBurst, a, "", bs.UnixNano(), be.UnixNano(), hits, nowNs)
-		added.add(hit{kind: kindBurst, a: a, start: bs.UnixNano(), end: be.UnixNano(), n: hits})
-		if bn > bc && hits > 0 {
-			return &rlsv3.RateLimitResponse_DescriptorStatus{
-				Code:               rlsv3.RateLimitResponse_OVER_LIMIT,
-				CurrentLimit:       currentLimit(p.Name, bc, 1, bu),
-				DurationUntilReset: durationpb.New(be.Sub(now)),
-			}, CodeBurst, be
+		burstHits := hits
+		if bandwidth {
+			burstHits = 1 // a bandwidth quota's burst control still counts requests
+		}
+		bn := s.counters.add(kindBurst, a, "", bs.UnixNano(), be.UnixNano(), burstHits, nowNs)
+		added.add(hit{kind: kindBurst, a: a, start: bs.UnixNano(), end: be.UnixNano(), n: burstHits})
+		if bn > bc && burstHits > 0 {
+			return added.ans.status(rlsv3.RateLimitResponse_OVER_LIMIT, p.Name, bc, 1, bu, 0, be.Sub(now)), CodeBurst, be
 		}
 	}
 	return st, "", end
+}
+
+// countBytes adds a finished request's bytes to each bandwidth counter the
+// [bandwidth] descriptor names ("kind\x1fa\x1fb\x1fpolicy" records joined by
+// "\x1e", as authz.MetaBandwidth sets them). Envoy sends it when the stream
+// is done, twice: with the bytes received and with the bytes sent.
+func (s *Server) countBytes(idx *gwstate.Index, counters string, bytes int64, now time.Time) {
+	if bytes <= 0 {
+		return
+	}
+	for rec := range strings.SplitSeq(counters, CustomRuleSep) {
+		f := strings.SplitN(rec, CustomKeySep, 4)
+		if len(f) != 4 {
+			continue
+		}
+		kind, level, ok := bandwidthKind(f[0])
+		if !ok {
+			continue
+		}
+		p, ok := idx.Policy(level, f[3])
+		if !ok || p.QuotaType != model.QuotaBandwidth {
+			continue
+		}
+		start, end := model.WindowStart(p.TimeUnit, p.UnitTime, now)
+		if start.IsZero() {
+			continue
+		}
+		s.counters.add(kind, f[1], f[2], start.UnixNano(), end.UnixNano(), bytes, now.UnixNano())
+	}
 }
 
 var units = map[string]rlsv3.RateLimitResponse_RateLimit_Unit{

@@ -130,6 +130,7 @@ func (s *Server) rebuildEnvironment(ctx context.Context, env string) (string, er
 		ListenerPort:      s.cfg.ListenerPort,
 		Sidecar:           s.cfg.Sidecar,
 		RateLimitFailOpen: s.cfg.RateLimitFailOpen,
+		LimitInAuthz:      s.cfg.LimitInAuthz,
 		UpstreamCAFile:    s.cfg.UpstreamCAFile,
 	}
 	var serving envState

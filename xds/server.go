@@ -44,7 +44,9 @@ type Config struct {
 	ListenerPort      uint32 // default 8280
 	Sidecar           Upstream
 	RateLimitFailOpen bool
-	UpstreamCAFile    string
+	// LimitInAuthz has ext_authz decide rate limits (Input.LimitInAuthz).
+	LimitInAuthz   bool
+	UpstreamCAFile string
 
 	HoldOff  time.Duration // wait after a change for more; default 10ms
 	MaxDelay time.Duration // rebuild at most this long after the first change; default 100ms

@@ -85,6 +85,12 @@ const (
 	// CtxSecuritySchemes is the API's security schemes, space-separated
 	// (oauth2, api_key): which credentials the sidecar honours.
 	CtxSecuritySchemes = "security_schemes"
+	// CtxLimitInAuthz, "true", has ext_authz decide the request's rate
+	// limits in its Check (Input.LimitInAuthz); absent otherwise.
+	CtxLimitInAuthz = "limit_in_authz"
+	// CtxBackendJWT, "true", has ext_authz send the backend a signed JWT
+	// of the caller (model.API.EnableBackendJWT); absent otherwise.
+	CtxBackendJWT = "backend_jwt"
 )
 
 // Dynamic-metadata keys ext_authz sets for the rate-limit step. When they are
@@ -99,6 +105,8 @@ const (
 	MetaAPITier          = "api_tier"
 	MetaResource         = "resource"
 	MetaResourceTier     = "resource_tier"
+	MetaCustomRules      = "custom_rules"
+	MetaBandwidth        = "bandwidth"
 )
 
 // notFoundBody is WSO2's body for a request that matches no API resource.
@@ -129,6 +137,10 @@ type Input struct {
 	RateLimitFailOpen bool
 	// UpstreamCAFile verifies https backends; default DefaultUpstreamCAFile.
 	UpstreamCAFile string
+	// LimitInAuthz says that ext_authz decides the rate limits in its own
+	// Check (gateway.rate_limit_mode ext_authz): Envoy then calls the
+	// rate-limit service only to count bandwidth when a stream is done.
+	LimitInAuthz bool
 }
 
 // Resources are the Envoy resources of one environment.
@@ -259,7 +271,6 @@ type translator struct {
 	clusters map[string]*clusterv3.Cluster // by name
 
 	routeTimeout *durationpb.Duration
-	rateLimits   []*routev3.RateLimit
 	noProduction *routev3.Route_DirectResponse
 	blocked      *routev3.Route_DirectResponse
 	noAuthz      map[string]*anypb.Any // typed_per_filter_config that disables ext_authz
@@ -281,7 +292,6 @@ func newTranslator(in Input) *translator {
 		backends:     make(map[string]*backend, len(in.Deployments)),
 		clusters:     make(map[string]*clusterv3.Cluster, len(in.Deployments)+1),
 		routeTimeout: durationpb.New(60 * time.Second),
-		rateLimits:   tierRateLimits(),
 		noProduction: &routev3.Route_DirectResponse{DirectResponse: &routev3.DirectResponseAction{
 			Status: 403,
 			Body:   &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: noProductionBody}},
@@ -479,7 +489,7 @@ func (t *translator) backend(ep *model.Endpoint) (*backend, error) {
 // contextExtensions is the per-route ext_authz configuration of one
 // operation, shared by its production and sandbox routes.
 func (t *translator) contextExtensions(api model.API, op model.Operation, resource string, hasProd, hasSandbox bool, cors *anypb.Any) (map[string]*anypb.Any, error) {
-	ext := [...]keyValue{ // in key order, which spares extAuthzPerRoute the sorting
+	ext := [...]keyValue{ // sorted by extAuthzPerRoute
 		{CtxAPIContext, api.Context},
 		{CtxAPIID, api.ID},
 		{CtxAPIName, api.Name},
@@ -492,8 +502,17 @@ func (t *translator) contextExtensions(api model.API, op model.Operation, resour
 		{CtxScopes, strings.Join(op.Scopes, " ")},
 		{CtxSecuritySchemes, strings.Join(api.Schemes(), " ")},
 		{CtxTier, op.ThrottlingPolicy},
+		{}, // room for the optional ones below
+		{},
 	}
-	a, err := extAuthzPerRoute(ext[:])
+	n := len(ext) - 2
+	if t.in.LimitInAuthz {
+		ext[n], n = keyValue{CtxLimitInAuthz, "true"}, n+1
+	}
+	if api.EnableBackendJWT {
+		ext[n], n = keyValue{CtxBackendJWT, "true"}, n+1
+	}
+	a, err := extAuthzPerRoute(ext[:n])
 	if err != nil {
 		return nil, fmt.Errorf("operation %s: %w", resource, err)
 	}
@@ -648,7 +667,6 @@ func (t *translator) action(b *backend, basePath string) *routev3.Route_Route {
 		},
 		HostRewriteSpecifier: &routev3.RouteAction_HostRewriteLiteral{HostRewriteLiteral: b.host},
 		Timeout:              t.routeTimeout,
-		RateLimits:           t.rateLimits,
 	}}
 }
 
@@ -656,23 +674,48 @@ func (t *translator) action(b *backend, basePath string) *routev3.Route_Route {
 // ext_authz's dynamic metadata, in the order the rate-limit service reports
 // them: API [api, api_tier], resource [resource, resource_api,
 // resource_tier], subscription [subscription, tier], application
-// [application, user, app_tier]. skip_if_absent stays false on purpose: in
+// [application, user, app_tier], custom rules [custom] (every rule the
+// request matched, see authz.MetaCustomRules). skip_if_absent stays false on purpose: in
 // Envoy 1.40 a metadata action without a value and with skip_if_absent=false
 // drops the whole descriptor, and the sidecar sets a level's tier only when it
 // limits, so a request whose tiers are all unlimited makes no rate-limit call
 // at all; skip_if_absent=true would instead call the service with the entry
 // left out.
-func tierRateLimits() []*routev3.RateLimit {
-	action := func(descriptorKey, metaKey string) *routev3.RateLimit_Action {
-		return &routev3.RateLimit_Action{ActionSpecifier: &routev3.RateLimit_Action_Metadata{Metadata: &routev3.RateLimit_Action_MetaData{
-			DescriptorKey: descriptorKey,
-			MetadataKey: &metadatav3.MetadataKey{
-				Key:  ExtAuthzNamespace,
-				Path: []*metadatav3.MetadataKey_PathSegment{{Segment: &metadatav3.MetadataKey_PathSegment_Key{Key: metaKey}}},
-			},
-			Source: routev3.RateLimit_Action_MetaData_DYNAMIC,
-		}}}
+//
+// The actions sit on the filter, not on each route: they are the same for
+// every route, and a route without ext_authz metadata (a 404, a CORS
+// preflight) sends no descriptor. Two more, applied when the stream is done,
+// count the bytes of requests that a bandwidth quota limits (see
+// authz.MetaBandwidth): the bytes received and the bytes sent. With the
+// limits decided inside ext_authz (inAuthz), only those two remain.
+func rateLimits(inAuthz bool) []*routev3.RateLimit {
+	bytes := func(format string) *routev3.RateLimit {
+		return &routev3.RateLimit{
+			Actions:           []*routev3.RateLimit_Action{metadataAction("bandwidth", MetaBandwidth)},
+			ApplyOnStreamDone: true,
+			HitsAddend:        &routev3.RateLimit_HitsAddend{Format: format},
+		}
 	}
+	bandwidth := []*routev3.RateLimit{bytes("%BYTES_RECEIVED%"), bytes("%BYTES_SENT%")}
+	if inAuthz {
+		return bandwidth
+	}
+	return append(tierRateLimits(), bandwidth...)
+}
+
+func metadataAction(descriptorKey, metaKey string) *routev3.RateLimit_Action {
+	return &routev3.RateLimit_Action{ActionSpecifier: &routev3.RateLimit_Action_Metadata{Metadata: &routev3.RateLimit_Action_MetaData{
+		DescriptorKey: descriptorKey,
+		MetadataKey: &metadatav3.MetadataKey{
+			Key:  ExtAuthzNamespace,
+			Path: []*metadatav3.MetadataKey_PathSegment{{Segment: &metadatav3.MetadataKey_PathSegment_Key{Key: metaKey}}},
+		},
+		Source: routev3.RateLimit_Action_MetaData_DYNAMIC,
+	}}}
+}
+
+func tierRateLimits() []*routev3.RateLimit {
+	action := metadataAction
 	rl := func(actions ...*routev3.RateLimit_Action) *routev3.RateLimit {
 		return &routev3.RateLimit{Actions: actions}
 	}
@@ -681,6 +724,7 @@ func tierRateLimits() []*routev3.RateLimit {
 		rl(action("resource", MetaResource), action("resource_api", MetaAPIID), action("resource_tier", MetaResourceTier)),
 		rl(action("subscription", MetaSubscriptionID), action("tier", MetaSubscriptionTier)),
 		rl(action("application", MetaApplicationID), action("user", MetaUser), action("app_tier", MetaApplicationTier)),
+		rl(action("custom", MetaCustomRules)),
 	}
 }
 
@@ -787,6 +831,7 @@ func httpListener(in Input, routeName string) *listenerv3.Listener {
 		FailureModeDeny:                !in.RateLimitFailOpen,
 		EnableXRatelimitHeaders:        ratelimitv3.RateLimit_DRAFT_VERSION_03,
 		DisableXEnvoyRatelimitedHeader: true,
+		RateLimits:                     rateLimits(in.LimitInAuthz),
 	}
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix:       routeName,

@@ -134,7 +134,7 @@ func (s *system) allInOne(ctx context.Context) error {
 	if err := s.trafficManagerParts(cp.brokers); err != nil {
 		return err
 	}
-	return s.gatewayParts(ctx, cp.brokers, cp.store.GatewayState, cp.keys, []string{cp.keys.Issuer()})
+	return s.gatewayParts(ctx, cp.brokers, cp.store.GatewayState, cp.keys, []string{cp.keys.Issuer()}, inProcessIntrospector(cp.keys))
 }
 
 func (s *system) controlPlane(ctx context.Context) error {
@@ -163,7 +163,11 @@ func (s *system) gateway(ctx context.Context) error {
 	load := func(ctx context.Context, env string) (*model.GatewayState, error) {
 		return fetchGatewayState(ctx, client, base, env, s.cfg.Gateway.Token)
 	}
-	return s.gatewayParts(ctx, brokers, load, keys, []string{s.cfg.KeyManager.Issuer})
+	intro, err := s.remoteIntrospector(client, base) // opaque.go
+	if err != nil {
+		return err
+	}
+	return s.gatewayParts(ctx, brokers, load, keys, []string{s.cfg.KeyManager.Issuer}, intro)
 }
 
 // trafficManager runs one traffic-manager replica: it sums the gateways'
@@ -177,7 +181,7 @@ func (s *system) trafficManager(ctx context.Context) error {
 }
 
 func (s *system) trafficManagerParts(brokers []string) error {
-	m, err := trafficmgr.NewManager(trafficmgr.ManagerConfig{Brokers: brokers, ID: instanceID(""), Logger: s.log("traffic-manager")})
+	m, err := trafficmgr.NewManager(trafficmgr.ManagerConfig{Brokers: brokers, ID: instanceID(""), Logger: s.log("traffic-manager"), Registry: s.reg})
 	if err != nil {
 		return err
 	}
@@ -231,6 +235,7 @@ func (s *system) controlPlaneParts(ctx context.Context) (*controlPlane, error) {
 	mux.Handle("/api/am/", p.Handler())
 	mux.Handle("/", km.Handler())
 	mux.Handle("GET /internal/data/v1/gateway-state", s.gatewayStateHandler(st))
+	mux.Handle("POST "+keymgr.PathGatewayIntrospect, km.GatewayIntrospectionHandler(s.cfg.Gateway.Token)) // opaque.go
 	if _, err := s.serveHTTPS(mux); err != nil {
 		return nil, err
 	}
@@ -248,6 +253,7 @@ func (s *system) controlPlaneParts(ctx context.Context) (*controlPlane, error) {
 		ListenerPort:      uint32(s.cfg.Gateway.ListenerPort), //nolint:gosec // G115: config.Validate keeps it in 1..65535
 		Sidecar:           xds.Upstream{Address: sidecarHost, Port: sidecarPort},
 		RateLimitFailOpen: s.cfg.Gateway.RateLimitFailOpen,
+		LimitInAuthz:      s.cfg.Gateway.RateLimitMode == config.RateLimitInAuthz,
 		Logger:            s.log("xds"),
 	})
 	if err != nil {
@@ -389,7 +395,7 @@ type stateLoader func(ctx context.Context, environment string) (*model.GatewaySt
 // gatewayParts runs the sidecar: it marks the event stream, loads the full
 // state, then serves ext_authz and the rate-limit service while applying
 // events.
-func (s *system) gatewayParts(ctx context.Context, brokers []string, load stateLoader, keys authz.Keys, issuers []string) error {
+func (s *system) gatewayParts(ctx context.Context, brokers []string, load stateLoader, keys authz.Keys, issuers []string, intro authz.Introspector) error {
 	env := s.cfg.Gateway.Environment
 	state := gwstate.NewStore()
 	tail, err := events.NewTail(events.TailConfig{Brokers: brokers, Topic: events.TopicNotifications, Logger: s.log("gateway-events")})
@@ -407,18 +413,36 @@ func (s *system) gatewayParts(ctx context.Context, brokers []string, load stateL
 	log := s.log("gateway")
 	log.Info().Str("environment", env).Int("deployments", len(full.Deployments)).Int("subscriptions", len(full.Subscriptions)).Msg("loaded gateway state")
 
-	az, err := authz.New(authz.Config{Keys: keys, Issuers: issuers, State: state, Logger: s.log("authz"), Registry: s.reg})
-	if err != nil {
-		return err
-	}
 	fleet, err := trafficmgr.NewAgent(trafficmgr.AgentConfig{
 		Brokers: brokers, GatewayID: instanceID(s.cfg.Gateway.ID), FleetSize: s.cfg.Gateway.FleetSize,
-		Logger: s.log("throttle-agent"),
+		Logger: s.log("throttle-agent"), Registry: s.reg,
 	})
 	if err != nil {
 		return err
 	}
 	rl, err := ratelimit.New(ratelimit.Config{State: state, Logger: s.log("ratelimit"), Registry: s.reg, Fleet: fleet})
+	if err != nil {
+		return err
+	}
+	// The JWKS of the external key managers in the state, followed as
+	// key_manager events arrive; fetched with the system's roots.
+	ext, err := authz.NewExternalKeys(authz.ExternalKeysConfig{
+		State: state, Client: &http.Client{Timeout: 30 * time.Second}, Logger: s.log("external-jwks"),
+	})
+	if err != nil {
+		return err
+	}
+	s.add(ext)
+	jwt, err := s.backendJWTSigner() // backendjwt.go
+	if err != nil {
+		return err
+	}
+	// The limiter is always at hand: whether a route has ext_authz decide
+	// its limits is the control plane's choice, carried in the route.
+	az, err := authz.New(authz.Config{
+		Keys: keys, Issuers: issuers, State: state, Logger: s.log("authz"), Registry: s.reg, Limiter: rl, External: ext,
+		Opaque: authz.OpaqueConfig{Introspector: intro}, BackendJWT: jwt,
+	})
 	if err != nil {
 		return err
 	}

@@ -89,13 +89,31 @@ type Gateway struct {
 	ControlPlaneCA    string `yaml:"control_plane_ca"`
 	Token             string `yaml:"token"`
 	RateLimitFailOpen bool   `yaml:"rate_limit_fail_open"`
+	// RateLimitMode is where a request's rate limits are decided:
+	// "ext_authz" (in the same Check that authorises it, from the same
+	// in-memory state) or "rls" (a separate call to the rate-limit
+	// service). Set on the control plane: it shapes the Envoy config.
+	RateLimitMode string `yaml:"rate_limit_mode"`
 	// ID names this gateway in fleet-wide throttling; a suffix unique to
 	// the process start is always added. The host name if empty.
 	ID string `yaml:"id"`
 	// FleetSize is the least number of gateways fleet-wide throttling
 	// assumes (0: learn it from the gateways' presence).
 	FleetSize int `yaml:"fleet_size"`
+	// BackendJWTKey is the PEM file of the RSA private key (2048 bits or
+	// more) that signs the JWTs sent to backends (X-JWT-Assertion). Empty:
+	// one made on first start and kept under data_dir. Give every gateway
+	// of a fleet the same key.
+	BackendJWTKey string `yaml:"backend_jwt_key"`
+	// BackendJWTIssuer is the iss of those JWTs; WSO2's by default.
+	BackendJWTIssuer string `yaml:"backend_jwt_issuer"`
 }
+
+// Values of gateway.rate_limit_mode.
+const (
+	RateLimitInAuthz = "ext_authz"
+	RateLimitRLS     = "rls"
+)
 
 // KeyManager configures the resident key manager.
 type KeyManager struct {
@@ -128,6 +146,8 @@ func Default() Config {
 			ListenerPort:      8280,
 			ControlPlaneURL:   "https://localhost:9443",
 			RateLimitFailOpen: true,
+			RateLimitMode:     RateLimitInAuthz,
+			BackendJWTIssuer:  "wso2.org/products/am",
 		},
 		KeyManager: KeyManager{Issuer: "https://localhost:9443/oauth2/token", AccessTokenTTL: time.Hour, RefreshTokenTTL: 24 * time.Hour},
 		Admin:      Admin{Username: "admin"},
@@ -273,8 +293,14 @@ func (c *Config) Validate() error {
 	if c.Profile != ProfileAllInOne && len(c.Kafka.Brokers) == 0 {
 		bad("kafka.brokers", "the %s profile needs at least one broker", c.Profile)
 	}
+	if c.Gateway.RateLimitMode != RateLimitInAuthz && c.Gateway.RateLimitMode != RateLimitRLS {
+		bad("gateway.rate_limit_mode", "want %s or %s, got %q", RateLimitInAuthz, RateLimitRLS, c.Gateway.RateLimitMode)
+	}
 	if c.Gateway.FleetSize < 0 {
 		bad("gateway.fleet_size", "must not be negative")
+	}
+	if c.Gateway.BackendJWTIssuer == "" {
+		bad("gateway.backend_jwt_issuer", "is required (WSO2's is wso2.org/products/am)")
 	}
 	if c.Kafka.Partitions < 1 {
 		bad("kafka.partitions", "must be at least 1")

@@ -19,6 +19,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -48,6 +49,12 @@ type Index struct {
 	deny          *denySet
 	denyAll       map[string]*model.DenyPolicy // every deny policy, by id; never changed once published
 	revoked       shardedMap[string, int64]    // revoked jti → unix second after which it may be forgotten
+	customs       []*model.Policy              // custom rules, by name; never changed once published
+
+	// clientRevs: client id → its tokens issued before a time are revoked (clients.go)
+	clientRevs shardedMap[string, clientRevocation]
+	// keyManagers are the external key managers (keymanagers.go).
+	keyManagers *keyManagerSet
 }
 
 func newIndex(env string) *Index {
@@ -61,6 +68,7 @@ func newIndex(env string) *Index {
 		deny:          newDenySet(nil),
 		denyAll:       map[string]*model.DenyPolicy{},
 		revoked:       newShardedMap[string, int64](hashString),
+		clientRevs:    newShardedMap[string, clientRevocation](hashString),
 	}
 }
 
@@ -93,6 +101,10 @@ func (x *Index) Policy(level, name string) (*model.Policy, bool) {
 	return x.policies.get(policyKey{level, name})
 }
 
+// CustomRules returns the custom rules (model.LevelCustom policies), by
+// name; each has its compiled Rules. The slice must not be changed.
+func (x *Index) CustomRules() []*model.Policy { return x.customs }
+
 // Revoked reports whether the access token with this jti was revoked. It
 // does not allocate, and with no revocations held it does not hash.
 func (x *Index) Revoked(jti string) bool {
@@ -112,7 +124,8 @@ func (x *Index) Counts() map[events.Kind]int {
 		events.KindSubscription: x.subscriptions.len(),
 		events.KindPolicy:       x.policies.len(),
 		events.KindDenyPolicy:   len(x.denyAll),
-		events.KindRevocation:   x.revoked.len(),
+		events.KindKeyManager:   x.keyManagerCount(),
+		events.KindRevocation:   x.revoked.len() + x.clientRevs.len(),
 	}
 }
 
@@ -194,8 +207,9 @@ func (s *Store) Replace(st *model.GatewayState) {
 	}
 	for i := range st.KeyMappings {
 		k := st.KeyMappings[i]
-		x.keyMappings.put(k.ConsumerKey, &k)
-		keyByID[k.ID] = k.ConsumerKey
+		slot := model.MappingKey(k.KeyManagerID, k.ConsumerKey)
+		x.keyMappings.put(slot, &k)
+		keyByID[k.ID] = slot
 		raise(entityKey(events.KindKeyMapping, k.ID), k.Generation)
 	}
 	for i := range st.Subscriptions {
@@ -207,6 +221,7 @@ func (s *Store) Replace(st *model.GatewayState) {
 	}
 	for i := range st.Policies {
 		p := st.Policies[i]
+		_ = compilePolicy(&p) // validated when saved; without Rules only the default limit applies
 		x.policies.put(policyKey{p.Level, p.Name}, &p)
 		raise(entityKey(events.KindPolicy, policyID(p.Level, p.Name)), p.Generation)
 	}
@@ -216,6 +231,8 @@ func (s *Store) Replace(st *model.GatewayState) {
 		raise(entityKey(events.KindDenyPolicy, d.ID), d.Generation)
 	}
 	x.deny = newDenySet(x.denyAll)
+	x.customs = customRules(x.policies)
+	loadKeyManagers(x, st.KeyManagers, raise)
 	// Revocations are never undone, so those the previous index held stay
 	// beside the loaded ones; only expired ones go.
 	now := s.now()
@@ -232,6 +249,7 @@ func (s *Store) Replace(st *model.GatewayState) {
 			}
 		}
 	}
+	loadClientRevocations(s.cur.Load(), x, st.Revocations, now)
 	s.lastPrune = now
 	// Entities the load dropped stay dropped: their generation is already
 	// in gens from when they were applied, so only the index changes.
@@ -317,20 +335,23 @@ func (s *Store) Apply(ev events.Event) error {
 		if !fresh(k.ID) {
 			return nil
 		}
+		// An external client's mapping lives under its key manager's id
+		// too (model.MappingKey).
+		slot := model.MappingKey(k.KeyManagerID, k.ConsumerKey)
 		// Free the slot this mapping held before, if its consumer key
 		// changed or it is being deleted.
-		if prev, ok := s.keyByID[k.ID]; ok && (del || prev != k.ConsumerKey) {
+		if prev, ok := s.keyByID[k.ID]; ok && (del || prev != slot) {
 			if cur, ok := x.keyMappings.get(prev); ok && cur.ID == k.ID {
 				x.keyMappings = x.keyMappings.without(prev)
 			}
 			delete(s.keyByID, k.ID)
 		}
 		if !del {
-			if cur, ok := x.keyMappings.get(k.ConsumerKey); ok && cur.ID != k.ID {
+			if cur, ok := x.keyMappings.get(slot); ok && cur.ID != k.ID {
 				delete(s.keyByID, cur.ID)
 			}
-			x.keyMappings = x.keyMappings.with(k.ConsumerKey, &k)
-			s.keyByID[k.ID] = k.ConsumerKey
+			x.keyMappings = x.keyMappings.with(slot, &k)
+			s.keyByID[k.ID] = slot
 		}
 	case events.KindSubscription:
 		var sub model.Subscription
@@ -381,7 +402,13 @@ func (s *Store) Apply(ev events.Event) error {
 		if del {
 			x.policies = x.policies.without(key)
 		} else {
+			if err := compilePolicy(&p); err != nil {
+				return err
+			}
 			x.policies = x.policies.with(key, &p)
+		}
+		if p.Level == model.LevelCustom {
+			x.customs = customRules(x.policies)
 		}
 	case events.KindRevocation:
 		if del {
@@ -390,6 +417,17 @@ func (s *Store) Apply(ev events.Event) error {
 		var r model.Revocation
 		if err := decode(ev, &r); err != nil {
 			return err
+		}
+		if r.ClientID != "" { // a client-wide revocation (clients.go)
+			cr, err := clientRevocationOf(r)
+			if err != nil {
+				return fmt.Errorf("apply revocation event %s: %w", ev.ID, err)
+			}
+			var changed bool
+			if x.clientRevs, changed = withClientRevocation(x.clientRevs, r.ClientID, cr, s.now()); !changed {
+				return nil
+			}
+			break
 		}
 		if r.JTI == "" {
 			r.JTI = ev.ID
@@ -432,6 +470,10 @@ func (s *Store) Apply(ev events.Event) error {
 			all[d.ID] = &d
 		}
 		x.denyAll, x.deny = all, newDenySet(all)
+	case events.KindKeyManager:
+		if changed, err := applyKeyManager(&x, ev, fresh); err != nil || !changed {
+			return err
+		}
 	default:
 		return fmt.Errorf("apply event %s: %w %q", ev.ID, ErrUnknownKind, ev.Kind)
 	}
@@ -460,4 +502,28 @@ func decode(ev events.Event, v any) error {
 		return fmt.Errorf("decode %s event %s: %w", ev.Kind, ev.ID, err)
 	}
 	return nil
+}
+
+// compilePolicy sets a policy's compiled Rules. Policies are validated when
+// saved, so an error here means the control plane and the gateway disagree
+// on the rules: the policy is refused rather than enforced differently.
+func compilePolicy(p *model.Policy) error {
+	r, err := p.Compile()
+	if err != nil {
+		return fmt.Errorf("compile policy %s/%s: %w", p.Level, p.Name, err)
+	}
+	p.Rules = r
+	return nil
+}
+
+// customRules lists the custom rules of policies, by name.
+func customRules(policies shardedMap[policyKey, *model.Policy]) []*model.Policy {
+	var out []*model.Policy
+	policies.each(func(k policyKey, p *model.Policy) {
+		if k.level == model.LevelCustom {
+			out = append(out, p)
+		}
+	})
+	slices.SortFunc(out, func(a, b *model.Policy) int { return strings.Compare(a.Name, b.Name) })
+	return out
 }

@@ -176,7 +176,7 @@ func TestApplyKinds(t *testing.T) {
 		t.Error("deleted policy still there")
 	}
 	got := s.Load().Counts()
-	want := map[events.Kind]int{events.KindDeployment: 1, events.KindApplication: 1, events.KindKeyMapping: 0, events.KindSubscription: 0, events.KindPolicy: 0, events.KindDenyPolicy: 0, events.KindRevocation: 0}
+	want := map[events.Kind]int{events.KindDeployment: 1, events.KindApplication: 1, events.KindKeyMapping: 0, events.KindSubscription: 0, events.KindPolicy: 0, events.KindDenyPolicy: 0, events.KindRevocation: 0, events.KindKeyManager: 0}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("counts (-want +got):\n%s", d)
 	}

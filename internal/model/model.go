@@ -101,8 +101,11 @@ type API struct {
 	// accepting only OAuth2 tokens.
 	SecurityScheme []string `json:"securityScheme,omitempty"`
 	// CORS is WSO2's corsConfiguration, answered by Envoy; nil is disabled.
-	CORS       *CORS `json:"corsConfiguration,omitempty"`
-	Generation int64 `json:"generation"`
+	CORS *CORS `json:"corsConfiguration,omitempty"`
+	// EnableBackendJWT has the gateway send the backend a JWT it signs,
+	// describing the caller (WSO2's backend JWT, X-JWT-Assertion).
+	EnableBackendJWT bool  `json:"enableBackendJWT,omitempty"`
+	Generation       int64 `json:"generation"`
 }
 
 // Security schemes, as WSO2 spells them. SchemeMandatory is WSO2's marker
@@ -343,7 +346,10 @@ type KeyMapping struct {
 	KeyType       string `json:"keyType"`
 	ConsumerKey   string `json:"consumerKey"`
 	KeyManager    string `json:"keyManager"`
-	Generation    int64  `json:"generation"`
+	// KeyManagerID is the external key manager's id; empty for the
+	// resident key manager's clients.
+	KeyManagerID string `json:"keyManagerId,omitempty"`
+	Generation   int64  `json:"generation"`
 }
 
 // Subscription is an application's subscription to an API at a tier.
@@ -368,13 +374,20 @@ type GatewayState struct {
 	DenyPolicies  []DenyPolicy   `json:"denyPolicies,omitempty"`
 	// Revocations are the access tokens revoked and not yet expired.
 	Revocations []Revocation `json:"revocations,omitempty"`
+	// KeyManagers are the external key managers, enabled or not.
+	KeyManagers []KeyManager `json:"keyManagers,omitempty"`
 }
 
 // Revocation is a revoked access token, by its jti, kept until the token
-// expires (schema/events.md, revocation).
+// expires (schema/events.md, revocation). With ClientID set instead, it
+// revokes every access token of that OAuth client issued (iat) before
+// IssuedBefore, until ExpiresAt, when all of those have expired: a
+// regenerated client secret.
 type Revocation struct {
-	JTI       string    `json:"jti"`
-	ExpiresAt time.Time `json:"expiresAt"`
+	JTI          string    `json:"jti,omitempty"`
+	ClientID     string    `json:"clientId,omitempty"`
+	IssuedBefore time.Time `json:"issuedBefore,omitzero"`
+	ExpiresAt    time.Time `json:"expiresAt"`
 }
 
 // Principal is who a verified access token speaks for.

@@ -87,8 +87,9 @@ func mod(a, b int64) int64 {
 
 // Condition is one condition of an advanced policy's condition group, as
 // WSO2's HeaderCondition, QueryParameterCondition, JWTClaimsCondition and
-// IPCondition: Name is the header, parameter or claim; Value a regex for
-// claims, an exact value otherwise; IPs are for IP conditions.
+// IPCondition: Name is the header, parameter or claim; Value a regular
+// expression its value must match (anywhere in it, as WSO2's condition
+// evaluator finds it); IPs are for IP conditions.
 type Condition struct {
 	Type       string `json:"type"` // HEADERCONDITION, QUERYPARAMETERCONDITION, JWTCLAIMSCONDITION, IPCONDITION
 	Invert     bool   `json:"invertCondition,omitempty"`
@@ -143,6 +144,10 @@ type Policy struct {
 	KeyTemplate       string           `json:"keyTemplate,omitempty"`
 	Condition         string           `json:"siddhiQuery,omitempty"` // a CEL expression in place of Siddhi
 	Generation        int64            `json:"generation"`
+
+	// Rules is the compiled form of ConditionGroups or of a custom rule's
+	// condition, set where the policy is enforced (Compile); nil for none.
+	Rules *Rules `json:"-"`
 }
 
 // Unlimited reports whether the policy never limits.
@@ -151,6 +156,17 @@ func (p *Policy) Unlimited() bool {
 		return p.DataAmount <= 0
 	}
 	return p.RequestCount <= 0
+}
+
+// Bytes is a bandwidth quota's limit in bytes (DataUnit KB or MB, of 1024).
+func (p *Policy) Bytes() int64 {
+	switch p.DataUnit {
+	case "MB":
+		return p.DataAmount << 20
+	case "KB":
+		return p.DataAmount << 10
+	}
+	return p.DataAmount
 }
 
 // Window is the length of the policy's counting window; 0 for calendar
@@ -260,9 +276,15 @@ func (g *ConditionGroup) validate(prefix string) error {
 			if c.Name == "" {
 				field(cp+"headerCondition.headerName", ErrRequired)
 			}
+			if _, err := regexp.Compile(c.Value); err != nil {
+				field(cp+"headerCondition.headerValue", fmt.Errorf("%w: %w", ErrInvalid, err))
+			}
 		case CondQuery:
 			if c.Name == "" {
 				field(cp+"queryParameterCondition.parameterName", ErrRequired)
+			}
+			if _, err := regexp.Compile(c.Value); err != nil {
+				field(cp+"queryParameterCondition.parameterValue", fmt.Errorf("%w: %w", ErrInvalid, err))
 			}
 		case CondJWTClaims:
 			if c.Name == "" {

@@ -118,9 +118,13 @@ func (s *Store) DeleteApplication(ctx context.Context, id, owner string, deleteC
 		}
 		// The key mappings went with the application; their OAuth clients
 		// go now, so the consumer keys cannot mint tokens any more.
-		clientIDs := make([]string, len(keys))
-		for i, k := range keys {
-			clientIDs[i] = k.ConsumerKey
+		// Only the resident key manager's: an external client's id may
+		// equal one of ours and is not ours to delete.
+		clientIDs := make([]string, 0, len(keys))
+		for _, k := range keys {
+			if k.KeyManagerID == "" {
+				clientIDs = append(clientIDs, k.ConsumerKey)
+			}
 		}
 		if err := deleteClients(ctx, tx, clientIDs); err != nil {
 			return fmt.Errorf("delete oauth clients: %w", err)
@@ -236,13 +240,14 @@ func (s *Store) ListKeyMappings(ctx context.Context, appID, owner string) ([]mod
 }
 
 func loadKeyMappings(ctx context.Context, q querier, tail string, args ...any) ([]model.KeyMapping, error) {
-	rows, err := q.Query(ctx, `SELECT id, application_id, key_type, consumer_key, key_manager, generation FROM key_mappings `+tail, args...)
+	rows, err := q.Query(ctx, `SELECT id, application_id, key_type, consumer_key, key_manager, coalesce(key_manager_id::text, ''), generation
+		FROM key_mappings `+tail, args...)
 	if err != nil {
 		return nil, fmt.Errorf("query key mappings: %w", err)
 	}
 	keys, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (model.KeyMapping, error) {
 		var k model.KeyMapping
-		return k, r.Scan(&k.ID, &k.ApplicationID, &k.KeyType, &k.ConsumerKey, &k.KeyManager, &k.Generation)
+		return k, r.Scan(&k.ID, &k.ApplicationID, &k.KeyType, &k.ConsumerKey, &k.KeyManager, &k.KeyManagerID, &k.Generation)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("scan key mappings: %w", err)

@@ -258,6 +258,9 @@ func (s *Store) GatewayState(ctx context.Context, environment string) (*model.Ga
 		if st.DenyPolicies, err = loadDenyPolicies(ctx, tx, `ORDER BY created_at, id`); err != nil {
 			return err
 		}
+		if st.KeyManagers, err = loadKeyManagers(ctx, tx, `ORDER BY name, id`); err != nil {
+			return err
+		}
 		st.Revocations, err = loadRevocations(ctx, tx)
 		return err
 	})
@@ -267,7 +270,8 @@ func (s *Store) GatewayState(ctx context.Context, environment string) (*model.Ga
 	return st, nil
 }
 
-// loadRevocations returns the revoked access tokens that have not expired.
+// loadRevocations returns the revoked access tokens that have not expired,
+// then the client-wide revocations.
 func loadRevocations(ctx context.Context, q querier) ([]model.Revocation, error) {
 	rows, err := q.Query(ctx, `SELECT jti, expires_at FROM revoked_tokens WHERE expires_at > now() ORDER BY jti`)
 	if err != nil {
@@ -282,5 +286,9 @@ func loadRevocations(ctx context.Context, q querier) ([]model.Revocation, error)
 	if err != nil {
 		return nil, fmt.Errorf("scan revoked tokens: %w", err)
 	}
-	return revs, nil
+	clients, err := loadClientRevocations(ctx, q) // oauthkeys.go
+	if err != nil {
+		return nil, err
+	}
+	return append(revs, clients...), nil
 }
