@@ -54,6 +54,7 @@ func TestCheckAPIKey(t *testing.T) {
 	tampered := parts[0] + "." + b64.EncodeToString([]byte(`{"iss":"`+testIssuer+`","token_type":"apiKey","keytype":"PRODUCTION","jti":"x","exp":9999999999,"application":{"id":"app-1"}}`)) + "." + parts[2]
 
 	invalid := denied{401, "900901", "Invalid Credentials", "Invalid Credentials. Make sure you have provided the correct security credentials", true}
+	wrongType := denied{401, "900905", "Incorrect Access Token Type is provided", "", true}
 	missing := denied{401, "900902", "Missing Credentials", "", true}
 	forbidden := denied{403, "900908", "Resource forbidden", "Access forbidden for the invocations: the API key does not permit this IP address or referrer.", false}
 	const both = "oauth2 api_key"
@@ -67,8 +68,9 @@ func TestCheckAPIKey(t *testing.T) {
 		"api key ignored on oauth2 only":      {api: "api-gold", schemes: "oauth2", headers: map[string]string{"apikey": good}, want: &missing},
 		"api key ignored on default schemes":  {api: "api-gold", schemes: "", headers: map[string]string{"apikey": good}, want: &missing},
 		"bearer ignored on api_key only":      {api: "api-gold", schemes: "api_key", headers: map[string]string{"authorization": "Bearer " + access}, want: &missing},
-		"api key as bearer token":             {api: "api-gold", schemes: both, headers: map[string]string{"authorization": "Bearer " + good}, want: &invalid},
-		"access token as api key":             {api: "api-gold", schemes: both, headers: map[string]string{"apikey": access}, want: &invalid},
+		"api key as bearer token":             {api: "api-gold", schemes: both, headers: map[string]string{"authorization": "Bearer " + good}, want: &wrongType},
+		"access token as api key":             {api: "api-gold", schemes: both, headers: map[string]string{"apikey": access}, want: &wrongType},
+		"forged api key as bearer token":      {api: "api-gold", schemes: both, headers: map[string]string{"authorization": "Bearer " + sign(t, jose.RS256, other, testKid, apiKeyClaims("app-1", model.KeyTypeProduction, nil))}, want: &invalid},
 		"expired":                             {api: "api-gold", schemes: both, headers: map[string]string{"apikey": apiKey(apiKeyClaims("app-1", model.KeyTypeProduction, map[string]any{"exp": testNow.Add(-time.Hour).Unix()}))}, want: &invalid},
 		"tampered":                            {api: "api-gold", schemes: both, headers: map[string]string{"apikey": tampered}, want: &invalid},
 		"signed by another key":               {api: "api-gold", schemes: both, headers: map[string]string{"apikey": sign(t, jose.RS256, other, testKid, apiKeyClaims("app-1", model.KeyTypeProduction, nil))}, want: &invalid},
@@ -136,7 +138,8 @@ func TestCheckAPIKey(t *testing.T) {
 }
 
 // The verified-token cache is keyed by the credential alone: a string
-// verified as an API key is not an access token afterwards, nor the reverse.
+// verified as an API key is not an access token afterwards, nor the reverse:
+// 900905, WSO2's incorrect access token type.
 func TestCheckAPIKeyCacheKeepsKind(t *testing.T) {
 	key, _ := keys(t)
 	s := newTestServer(t, func() time.Time { return testNow })
@@ -150,15 +153,15 @@ func TestCheckAPIKeyCacheKeepsKind(t *testing.T) {
 		}
 		return resp
 	}
-	invalid := denied{401, "900901", "Invalid Credentials", "", true}
+	wrongType := denied{401, "900905", "Incorrect Access Token Type is provided", "", true}
 	if check(map[string]string{"apikey": apiKey}).GetOkResponse() == nil {
 		t.Fatal("api key denied")
 	}
-	assertDenied(t, check(map[string]string{"authorization": "Bearer " + apiKey}), invalid)
+	assertDenied(t, check(map[string]string{"authorization": "Bearer " + apiKey}), wrongType)
 	if check(map[string]string{"authorization": "Bearer " + access}).GetOkResponse() == nil {
 		t.Fatal("access token denied")
 	}
-	assertDenied(t, check(map[string]string{"apikey": access}), invalid)
+	assertDenied(t, check(map[string]string{"apikey": access}), wrongType)
 }
 
 // A revoked API key is refused like a revoked token, from the cache too.

@@ -297,11 +297,10 @@ func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 	if idx.Revoked(v.jti) || (v.keyManager == "" && idx.RevokedClient(v.clientID, v.iat)) {
 		return nil, s.deny[codeInvalid]
 	}
-	// The cache is keyed by the credential alone: an API key sent as a
-	// bearer token, or an access token sent as an API key, is refused here
-	// when it was verified the other way first.
+	// An API key sent as a bearer token, or an access token sent as an API
+	// key: a valid credential of the wrong type, WSO2's 900905.
 	if v.apiKey != isKey {
-		return nil, s.deny[codeInvalid]
+		return nil, s.deny[codeTokenType]
 	}
 
 	km := v.km
@@ -422,12 +421,10 @@ func (s *Server) verify(tok string, key *tokenKey, now time.Time, apiKey bool) (
 	if !slices.Contains(s.issuers, c.Issuer) {
 		return s.verifyExternal(t, key, now, apiKey) // external.go
 	}
-	switch isAPIKey := c.TokenType == tokenTypeAPIKey; {
-	case isAPIKey && !apiKey:
-		return nil, errKindAPIKey
-	case !isAPIKey && apiKey:
-		return nil, errKindToken
-	}
+	// The kind (API key or access token) is what the token says; one sent
+	// as the other kind still verifies, and decide answers 900905 for it.
+	// Deciding that only after the signature keeps the answer from telling
+	// a forger anything.
 	if c.Expiry == nil {
 		return nil, errNoExpiry
 	}
@@ -443,7 +440,7 @@ func (s *Server) verify(tok string, key *tokenKey, now time.Time, apiKey bool) (
 		return nil, errNotYetValid
 	}
 	var v *verified
-	if apiKey {
+	if c.TokenType == tokenTypeAPIKey {
 		if v, err = apiKeyVerified(c, exp, nbf); err != nil {
 			return nil, err
 		}
@@ -606,36 +603,58 @@ func hasWord(list, word string) bool {
 // header returns the trimmed, non-empty value of a request header by its
 // lower-case name.
 func header(h *authv3.AttributeContext_HttpRequest, name string) (string, bool) {
-	v, ok := h.GetHeaders()[name]
-	if !ok {
-		for _, hv := range h.GetHeaderMap().GetHeaders() {
-			if strings.EqualFold(hv.GetKey(), name) {
-				v, ok = hv.GetValue(), true
-				if v == "" {
-					v = string(hv.GetRawValue())
-				}
-				break
-			}
-		}
-	}
+	v, ok := headerValue(h, name)
 	v = strings.TrimSpace(v)
 	return v, ok && v != ""
 }
 
-// bearer returns the token of an "Authorization: Bearer" header.
-func bearer(h *authv3.AttributeContext_HttpRequest) (string, bool) {
-	auth, ok := h.GetHeaders()["authorization"]
-	if !ok {
-		for _, hv := range h.GetHeaderMap().GetHeaders() {
-			if strings.EqualFold(hv.GetKey(), "authorization") {
-				auth, ok = hv.GetValue(), true
-				if auth == "" {
-					auth = string(hv.GetRawValue())
-				}
-				break
+// headerValue finds a header in the map Envoy sends, or in the raw header
+// list it sends instead with encode_raw_headers (the listener's setting:
+// no map to decode, no UTF-8 check of every value). A raw value is viewed
+// in place, not copied: the request's bytes are never changed, and the
+// string keeps them alive as long as it lives.
+func headerValue(h *authv3.AttributeContext_HttpRequest, name string) (string, bool) {
+	if v, ok := h.GetHeaders()[name]; ok {
+		return v, true
+	}
+	for _, hv := range h.GetHeaderMap().GetHeaders() {
+		if strings.EqualFold(hv.GetKey(), name) {
+			if v := hv.GetValue(); v != "" {
+				return v, true
 			}
+			raw := hv.GetRawValue()
+			return unsafe.String(unsafe.SliceData(raw), len(raw)), true //nolint:gosec // G103: sound, see above
 		}
 	}
+	return "", false
+}
+
+// headersOf is the request's headers as a map of lower-case names, for
+// throttling conditions and custom rules; built from the raw list when
+// Envoy sends one. Repeated headers keep the first value.
+func headersOf(h *authv3.AttributeContext_HttpRequest) map[string]string {
+	if m := h.GetHeaders(); len(m) > 0 {
+		return m
+	}
+	raw := h.GetHeaderMap().GetHeaders()
+	m := make(map[string]string, len(raw))
+	for _, hv := range raw {
+		k := strings.ToLower(hv.GetKey())
+		if _, dup := m[k]; dup {
+			continue
+		}
+		v := hv.GetValue()
+		if v == "" {
+			v = string(hv.GetRawValue())
+		}
+		m[k] = v
+	}
+	return m
+}
+
+// bearer returns the token of an "Authorization: Bearer" header.
+func bearer(h *authv3.AttributeContext_HttpRequest) (string, bool) {
+	auth, ok := headerValue(h, "authorization")
 	const scheme = "bearer "
 	if !ok || len(auth) <= len(scheme) || !strings.EqualFold(auth[:len(scheme)], scheme) {
 		return "", false
@@ -763,6 +782,7 @@ const (
 	// codeBackendJWT is WSO2's API_AUTH_GENERAL_ERROR, answered with 500
 	// when the backend JWT an API asks for cannot be made.
 	codeBackendJWT = "900900"
+	codeTokenType  = "900905"
 )
 
 // denial is one prepared denied response; they are built once in New and
@@ -781,6 +801,14 @@ type denial struct {
 }
 
 var denials = []denial{
+	{
+		code:        codeTokenType,
+		http:        typev3.StatusCode_Unauthorized,
+		grpc:        codes.Unauthenticated,
+		message:     "Incorrect Access Token Type is provided",
+		description: "The credential is not of the type this header takes: an API key goes in the apikey header, an access token in Authorization",
+		challenge:   `Bearer error="invalid_token"`,
+	},
 	{
 		code:        codeBackendJWT,
 		http:        typev3.StatusCode_InternalServerError,

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/go-jose/go-jose/v4"
 	josejwt "github.com/go-jose/go-jose/v4/jwt"
@@ -157,4 +158,16 @@ func request(api, token string, ext map[string]string) *authv3.CheckRequest {
 		}},
 		ContextExtensions: e,
 	}}
+}
+
+// rawHeaders moves req's headers into the raw header list Envoy sends with
+// encode_raw_headers, as the listener sets it.
+func rawHeaders(req *authv3.CheckRequest) *authv3.CheckRequest {
+	h := req.GetAttributes().GetRequest().GetHttp()
+	h.HeaderMap = &corev3.HeaderMap{}
+	for k, v := range h.GetHeaders() {
+		h.HeaderMap.Headers = append(h.HeaderMap.Headers, &corev3.HeaderValue{Key: k, RawValue: []byte(v)})
+	}
+	h.Headers = nil
+	return req
 }

@@ -28,7 +28,6 @@ var (
 	errExpired     = errors.New("expired")
 	errNotYetValid = errors.New("not yet valid")
 	errNoClientID  = errors.New("no client id")
-	errKindAPIKey  = errors.New("an api key where an access token is expected")
 	errKindToken   = errors.New("not an api key")
 	errAPIKeyClaim = errors.New("api key without application, key type or jti")
 )

@@ -11,6 +11,7 @@ import (
 	typev3 "github.com/envoyproxy/go-control-plane/envoy/type/v3"
 	rpcstatus "google.golang.org/genproto/googleapis/rpc/status"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"github.com/apim-dev/apim/ratelimit"
 )
@@ -80,13 +81,20 @@ func (s *Server) limit(ctx context.Context, resp *authv3.CheckResponse) *authv3.
 			}},
 		}
 	}
+	// Envoy needs none of the metadata once the limits are decided, but
+	// for the bandwidth counters it sends when the stream is done: the
+	// rest would only cost it a Struct to parse per request.
+	var meta *structpb.Struct
+	if bw, ok := fields[MetaBandwidth]; ok {
+		meta = &structpb.Struct{Fields: map[string]*structpb.Value{MetaBandwidth: bw}}
+	}
 	ok := resp.GetOkResponse()
 	return &authv3.CheckResponse{
 		Status: resp.GetStatus(),
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
 			Headers: ok.GetHeaders(), HeadersToRemove: ok.GetHeadersToRemove(), ResponseHeadersToAdd: headers,
 		}},
-		DynamicMetadata: resp.GetDynamicMetadata(),
+		DynamicMetadata: meta,
 	}
 }
 

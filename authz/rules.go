@@ -75,7 +75,7 @@ func withRules(resp *authv3.CheckResponse, idx *gwstate.Index, attrs *authv3.Att
 func ruleRequest(attrs *authv3.AttributeContext, ext map[string]string, v *verified, app *model.Application) *model.Request {
 	h := attrs.GetRequest().GetHttp()
 	r := &model.Request{
-		Headers:    h.GetHeaders(),
+		Headers:    headersOf(h),
 		APIContext: strings.TrimSuffix(ext[ExtAPIContext], "/") + "/" + ext[ExtAPIVersion],
 		APIVersion: ext[ExtAPIVersion],
 		Resource:   ext[ExtResource],

@@ -267,3 +267,18 @@ func TestMemosBounded(t *testing.T) {
 		t.Error("a replaced subscription's memo still answers")
 	}
 }
+
+// With encode_raw_headers (the listener's setting) Envoy sends the headers
+// as a list of raw bytes: the token is read in place, so the warm path
+// still does not allocate.
+func TestRawHeadersWarmPath(t *testing.T) {
+	key, _ := keys(t)
+	s := newTestServer(t, func() time.Time { return testNow })
+	req := rawHeaders(request("api-gold", "Bearer "+sign(t, jose.RS256, key, testKid, benchClaims(0)), map[string]string{ExtScopes: "read:pets"}))
+	if resp, _ := s.Check(context.Background(), req); resp.GetOkResponse() == nil {
+		t.Fatalf("denied: %v", resp)
+	}
+	if n := testing.AllocsPerRun(100, func() { _, _ = s.Check(context.Background(), req) }); n != 0 {
+		t.Errorf("warm Check with raw headers: %v allocs, want 0", n)
+	}
+}

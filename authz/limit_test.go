@@ -1,0 +1,64 @@
+package authz
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-jose/go-jose/v4"
+	"github.com/rs/zerolog"
+
+	"github.com/apim-dev/apim/ratelimit"
+)
+
+// On a route that has Check decide the limits, an allowed request carries
+// the draft-03 headers and the bandwidth metadata only; the request past the
+// limit is the RLS's 429 with its body and Retry-After. A route without the
+// flag is not limited by Check.
+func TestLimitInCheck(t *testing.T) {
+	key, _ := keys(t)
+	s := newTestServer(t, func() time.Time { return testNow })
+	rl, err := ratelimit.New(ratelimit.Config{State: s.state, Logger: zerolog.Nop(), Now: func() time.Time { return testNow }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.limiter = rl
+	tok := "Bearer " + sign(t, jose.RS256, key, testKid, benchClaims(0))
+	inCheck := request("api-gold", tok, map[string]string{ExtLimitInAuthz: "true"}) // Gold: 5000/min
+	ctx := context.Background()
+	for i := 1; i <= 5000; i++ {
+		resp, _ := s.Check(ctx, inCheck)
+		ok := resp.GetOkResponse()
+		if ok == nil {
+			t.Fatalf("call %d denied: %v", i, resp)
+		}
+		if i == 1 {
+			got := map[string]string{}
+			for _, h := range ok.GetResponseHeadersToAdd() {
+				got[h.GetHeader().GetKey()] = h.GetHeader().GetValue()
+			}
+			if got["x-ratelimit-remaining"] != "4999" || !strings.HasPrefix(got["x-ratelimit-limit"], "5000, 5000;w=60") || got["x-ratelimit-reset"] == "" {
+				t.Errorf("draft-03 headers %v", got)
+			}
+			if f := resp.GetDynamicMetadata().GetFields(); len(f) != 0 {
+				t.Errorf("metadata %v, want none without a bandwidth quota", f)
+			}
+		}
+	}
+	resp, _ := s.Check(ctx, inCheck)
+	d := resp.GetDeniedResponse()
+	if d.GetStatus().GetCode() != 429 || !strings.Contains(d.GetBody(), `"code":"900804"`) {
+		t.Fatalf("call 5001 = %v, want 429 900804", resp)
+	}
+	retry := false
+	for _, h := range d.GetHeaders() {
+		retry = retry || h.GetHeader().GetKey() == "retry-after"
+	}
+	if !retry {
+		t.Errorf("429 without retry-after: %v", d.GetHeaders())
+	}
+	if resp, _ := s.Check(ctx, request("api-gold", tok, nil)); resp.GetOkResponse() == nil {
+		t.Errorf("a route without %s was limited by Check: %v", ExtLimitInAuthz, resp)
+	}
+}
