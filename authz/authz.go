@@ -425,19 +425,9 @@ func (s *Server) verify(tok string, key *tokenKey, now time.Time, apiKey bool) (
 	// as the other kind still verifies, and decide answers 900905 for it.
 	// Deciding that only after the signature keeps the answer from telling
 	// a forger anything.
-	if c.Expiry == nil {
-		return nil, errNoExpiry
-	}
-	exp, nbf := int64(*c.Expiry), int64(0)
-	if c.NotBefore != nil {
-		nbf = int64(math.Ceil(float64(*c.NotBefore)))
-	}
-	unix := now.Unix()
-	if unix >= exp+s.leeway {
-		return nil, errExpired
-	}
-	if nbf > unix+s.leeway {
-		return nil, errNotYetValid
+	exp, nbf, err := s.validity(c, now)
+	if err != nil {
+		return nil, err
 	}
 	var v *verified
 	if c.TokenType == tokenTypeAPIKey {
@@ -462,6 +452,26 @@ func (s *Server) verify(tok string, key *tokenKey, now time.Time, apiKey bool) (
 		return nil, err
 	}
 	return v, nil
+}
+
+// validity checks a token's exp (required) and nbf against now, with the
+// leeway, and returns them in unix seconds.
+func (s *Server) validity(c *claims, now time.Time) (exp, nbf int64, err error) {
+	if c.Expiry == nil {
+		return 0, 0, errNoExpiry
+	}
+	exp = int64(*c.Expiry)
+	if c.NotBefore != nil {
+		nbf = int64(math.Ceil(float64(*c.NotBefore)))
+	}
+	unix := now.Unix()
+	if unix >= exp+s.leeway {
+		return 0, 0, errExpired
+	}
+	if nbf > unix+s.leeway {
+		return 0, 0, errNotYetValid
+	}
+	return exp, nbf, nil
 }
 
 // apiKeyVerified is what an API key's claims say; its restrictions are

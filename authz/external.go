@@ -8,7 +8,6 @@ import (
 	"crypto/rsa"
 	"encoding/json"
 	"errors"
-	"math"
 	"math/big"
 	"net/http"
 	"strings"
@@ -232,19 +231,10 @@ func (s *Server) verifyExternal(t *jwt, key *tokenKey, now time.Time, apiKey boo
 		return nil, errKeyManagerOff
 	case apiKey:
 		return nil, errKindToken // API keys are ours only
-	case c.Expiry == nil:
-		return nil, errNoExpiry
 	}
-	exp, nbf := int64(*c.Expiry), int64(0)
-	if c.NotBefore != nil {
-		nbf = int64(math.Ceil(float64(*c.NotBefore)))
-	}
-	unix := now.Unix()
-	if unix >= exp+s.leeway {
-		return nil, errExpired
-	}
-	if nbf > unix+s.leeway {
-		return nil, errNotYetValid
+	exp, nbf, err := s.validity(c, now)
+	if err != nil {
+		return nil, err
 	}
 	clientID, scope, err := externalClaims(t, km)
 	if err != nil {

@@ -23,7 +23,6 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -209,7 +208,7 @@ func Start(t testing.TB) *Server {
 		"SQA_OPT_OUT=true",            // no telemetry
 		"LOG_LEVEL=info",
 	}
-	out := &syncBuffer{}
+	out := &localenv.Output{}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("===== hydra log =====\n%s", out.String())
@@ -344,19 +343,3 @@ func (s *Server) doJSON(t testing.TB, method, u, contentType string, body io.Rea
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
