@@ -77,7 +77,6 @@ type proc struct {
 	done chan struct{} // closed when the process has exited
 }
 
-
 func freePort(t testing.TB) int {
 	t.Helper()
 	ports, err := localenv.FreePorts(1)

@@ -342,4 +342,3 @@ func (s *Server) doJSON(t testing.TB, method, u, contentType string, body io.Rea
 		t.Fatalf("hydratest: %s %s: %v", method, u, err)
 	}
 }
-
