@@ -123,11 +123,13 @@ type Server struct {
 	cache   *tokenCache
 	bad     *badTokens
 	allowed prometheus.Counter
-	deny    map[string]*denial // by WSO2 code
-	ext     *ExternalKeys
-	limiter Limiter
-	opaque  *opaqueTokens
-	jwt     *BackendJWTSigner
+	// throttled counts requests Check refused over a rate limit.
+	throttled prometheus.Counter
+	deny      map[string]*denial // by WSO2 code
+	ext       *ExternalKeys
+	limiter   Limiter
+	opaque    *opaqueTokens
+	jwt       *BackendJWTSigner
 }
 
 var _ authv3.AuthorizationServer = (*Server)(nil)
@@ -157,27 +159,35 @@ func New(cfg Config) (*Server, error) {
 		Namespace: "apim", Subsystem: "authz", Name: "decisions_total",
 		Help: "ext_authz decisions by result and WSO2 error code.",
 	}, []string{"result", "code"})
+	introspections := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "apim", Subsystem: "authz", Name: "introspection_failures_total",
+		Help: "New opaque tokens refused unchecked: busy (every introspection slot taken) or failed (the key manager did not answer).",
+	}, []string{"reason"})
 	if cfg.Registry != nil {
-		if err := cfg.Registry.Register(decisions); err != nil {
-			return nil, fmt.Errorf("authz: register metrics: %w", err)
+		for _, c := range []prometheus.Collector{decisions, introspections} {
+			if err := cfg.Registry.Register(c); err != nil {
+				return nil, fmt.Errorf("authz: register metrics: %w", err)
+			}
 		}
 	}
 	s := &Server{
-		keys:    cfg.Keys,
-		issuers: slices.Clone(cfg.Issuers),
-		state:   cfg.State,
-		log:     cfg.Logger,
-		now:     cfg.Now,
-		leeway:  int64(math.Ceil(cfg.Leeway.Seconds())),
-		cache:   newTokenCache(cfg.CacheSize),
-		bad:     newBadTokens(cfg.BadTokenCacheSize),
-		allowed: decisions.WithLabelValues("allow", ""),
-		deny:    make(map[string]*denial, len(denials)),
-		ext:     cfg.External,
-		limiter: cfg.Limiter,
-		opaque:  newOpaqueTokens(cfg.Opaque),
-		jwt:     cfg.BackendJWT,
+		keys:      cfg.Keys,
+		issuers:   slices.Clone(cfg.Issuers),
+		state:     cfg.State,
+		log:       cfg.Logger,
+		now:       cfg.Now,
+		leeway:    int64(math.Ceil(cfg.Leeway.Seconds())),
+		cache:     newTokenCache(cfg.CacheSize),
+		bad:       newBadTokens(cfg.BadTokenCacheSize),
+		allowed:   decisions.WithLabelValues("allow", ""),
+		throttled: decisions.WithLabelValues("throttle", ""),
+		deny:      make(map[string]*denial, len(denials)),
+		ext:       cfg.External,
+		limiter:   cfg.Limiter,
+		opaque:    newOpaqueTokens(cfg.Opaque),
+		jwt:       cfg.BackendJWT,
 	}
+	s.opaque.busy, s.opaque.failed = introspections.WithLabelValues("busy"), introspections.WithLabelValues("failed")
 	for _, d := range denials {
 		d.resp = d.response()
 		d.count = decisions.WithLabelValues("deny", d.code)
@@ -197,8 +207,9 @@ func (s *Server) Register(g *grpc.Server) { authv3.RegisterAuthorizationServer(g
 // CheckResponse, never a gRPC error; the only errors are the context's.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
 	resp, d := s.decide(ctx, req)
+	throttled := false
 	if d == nil && s.limiter != nil && req.GetAttributes().GetContextExtensions()[ExtLimitInAuthz] == "true" {
-		resp = s.limit(ctx, resp)
+		resp, throttled = s.limit(ctx, resp)
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, status.FromContextError(err).Err()
@@ -206,6 +217,10 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	if d != nil {
 		d.count.Inc()
 		return d.resp, nil
+	}
+	if throttled {
+		s.throttled.Inc()
+		return resp, nil
 	}
 	s.allowed.Inc()
 	return resp, nil
@@ -793,6 +808,9 @@ const (
 	// when the backend JWT an API asks for cannot be made.
 	codeBackendJWT = "900900"
 	codeTokenType  = "900905"
+	// codeLimiterDown answers a request whose rate limits could not be
+	// decided: 503, as Envoy's rate-limit filter fails closed.
+	codeLimiterDown = "900900/ratelimit"
 )
 
 // denial is one prepared denied response; they are built once in New and
@@ -811,6 +829,14 @@ type denial struct {
 }
 
 var denials = []denial{
+	{
+		key:         codeLimiterDown,
+		code:        codeBackendJWT, // WSO2's general error code
+		http:        typev3.StatusCode_ServiceUnavailable,
+		grpc:        codes.Unavailable,
+		message:     "Service unavailable",
+		description: "The rate limits of the request could not be decided; try again",
+	},
 	{
 		code:        codeTokenType,
 		http:        typev3.StatusCode_Unauthorized,

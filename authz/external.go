@@ -281,14 +281,21 @@ func keyMapping(idx *gwstate.Index, v *verified) (*model.KeyMapping, bool) {
 // ScopesClaimName). The payload is decoded again, generically: this runs
 // once per token, and the claims may be any.
 func externalClaims(t *jwt, km *model.KeyManager) (clientID, scope string, err error) {
-	_, payload, _ := strings.Cut(t.signingInput, ".")
-	raw, err := b64.DecodeString(payload)
-	if err != nil {
+	var claims map[string]json.RawMessage
+	if err := json.Unmarshal(t.payload, &claims); err != nil {
 		return "", "", errMalformed
 	}
-	var claims map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &claims); err != nil {
-		return "", "", errMalformed
+	// An ID token is for the client, not for an API: it carries at_hash or
+	// c_hash (OIDC Core 3.1.3.6, 3.3.2.11), or, from Keycloak, typ "ID".
+	var typ string
+	if _, ok := claims["at_hash"]; ok {
+		return "", "", errIDToken
+	}
+	if _, ok := claims["c_hash"]; ok {
+		return "", "", errIDToken
+	}
+	if v, ok := claims["typ"]; ok && json.Unmarshal(v, &typ) == nil && strings.EqualFold(typ, "ID") {
+		return "", "", errIDToken
 	}
 	for _, name := range km.ClientIDClaims() {
 		var id string

@@ -197,6 +197,8 @@ func TestCheckExternalKeyManager(t *testing.T) {
 		"ES256 header, RSA key":             {api: "api-ext", token: "Bearer " + sign(t, jose.ES256, p.ec, "ext-rsa", hydraClaims(idpIssuer, "ck-prod", nil)), want: invalid},
 		"expired":                           {api: "api-ext", token: rs(hydraClaims(idpIssuer, "ck-prod", map[string]any{"exp": testNow.Add(-time.Minute).Unix()})), want: invalid},
 		"no exp":                            {api: "api-ext", token: rs(hydraClaims(idpIssuer, "ck-prod", map[string]any{"exp": nil})), want: invalid},
+		"an ID token (at_hash)":             {api: "api-ext", token: rs(hydraClaims(idpIssuer, "ck-prod", map[string]any{"at_hash": "x"})), want: invalid},
+		"a Keycloak ID token (typ ID)":      {api: "api-ext", token: rs(hydraClaims(idpIssuer, "ck-prod", map[string]any{"typ": "ID"})), want: invalid},
 		"scope missing":                     {api: "api-ext", token: rs(hydraClaims(idpIssuer, "ck-prod", nil)), ext: map[string]string{ExtScopes: "write:pets"}, want: denied{403, "900910", "The access token does not allow you to access the requested resource", "", false}},
 		// scope (a string) is not the claim Hydra's key manager names.
 		"scopes in the unnamed claim": {api: "api-ext", token: rs(hydraClaims(idpIssuer, "ck-prod", map[string]any{"scp": nil, "scope": "read:pets"})), ext: map[string]string{ExtScopes: "read:pets"}, want: denied{403, "900910", "The access token does not allow you to access the requested resource", "", false}},

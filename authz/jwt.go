@@ -29,6 +29,7 @@ var (
 	errNotYetValid = errors.New("not yet valid")
 	errNoClientID  = errors.New("no client id")
 	errKindToken   = errors.New("not an api key")
+	errIDToken     = errors.New("an ID token, not an access token")
 	errAPIKeyClaim = errors.New("api key without application, key type or jti")
 )
 

@@ -41,14 +41,19 @@ var descriptorShapes = [...][]struct{ key, meta string }{
 }
 
 // limit applies the rate limits to an allowed response: over a limit, the
-// 429 the rate-limit service would have Envoy send; else resp with the
-// draft-03 X-RateLimit headers of the tightest limit. A request without
-// limiting tiers costs nothing here.
-func (s *Server) limit(ctx context.Context, resp *authv3.CheckResponse) *authv3.CheckResponse {
+// 429 the rate-limit service would have Envoy send (throttled true); else
+// resp with the draft-03 X-RateLimit headers of the tightest limit. A
+// request without limiting tiers costs nothing here. A limiter that fails
+// refuses the request, as Envoy's rate-limit filter does with
+// failure_mode_deny.
+func (s *Server) limit(ctx context.Context, resp *authv3.CheckResponse) (_ *authv3.CheckResponse, throttled bool) {
 	fields := resp.GetDynamicMetadata().GetFields()
 	var buf [len(descriptorShapes)]*ratelimitv3.RateLimitDescriptor
 	descs := buf[:0]
 	for _, shape := range descriptorShapes {
+		if _, ok := fields[shape[0].meta]; !ok {
+			continue // the level does not limit: nothing to build
+		}
 		d := &ratelimitv3.RateLimitDescriptor{Entries: make([]*ratelimitv3.RateLimitDescriptor_Entry, 0, len(shape))}
 		for _, e := range shape {
 			v, ok := fields[e.meta]
@@ -63,11 +68,14 @@ func (s *Server) limit(ctx context.Context, resp *authv3.CheckResponse) *authv3.
 		}
 	}
 	if len(descs) == 0 {
-		return resp
+		return resp, false
 	}
 	rr, err := s.limiter.ShouldRateLimit(ctx, &rlsv3.RateLimitRequest{Domain: ratelimit.Domain, Descriptors: descs, HitsAddend: 1})
 	if err != nil {
-		return resp // the context ended: Check answers with its error
+		if ctx.Err() == nil {
+			s.log.Error().Err(err).Msg("rate limits not decided; request refused")
+		}
+		return s.deny[codeLimiterDown].resp, true
 	}
 	headers := rateLimitHeaders(rr)
 	if rr.GetOverallCode() == rlsv3.RateLimitResponse_OVER_LIMIT {
@@ -79,7 +87,7 @@ func (s *Server) limit(ctx context.Context, resp *authv3.CheckResponse) *authv3.
 			HttpResponse: &authv3.CheckResponse_DeniedResponse{DeniedResponse: &authv3.DeniedHttpResponse{
 				Status: &typev3.HttpStatus{Code: typev3.StatusCode_TooManyRequests}, Headers: headers, Body: string(rr.GetRawBody()),
 			}},
-		}
+		}, true
 	}
 	// Envoy needs none of the metadata once the limits are decided, but
 	// for the bandwidth counters it sends when the stream is done: the
@@ -95,7 +103,7 @@ func (s *Server) limit(ctx context.Context, resp *authv3.CheckResponse) *authv3.
 			Headers: ok.GetHeaders(), HeadersToRemove: ok.GetHeadersToRemove(), ResponseHeadersToAdd: headers,
 		}},
 		DynamicMetadata: meta,
-	}
+	}, false
 }
 
 // rateLimitHeaders are the draft-03 headers Envoy's rate-limit filter sets

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Opaque access tokens (an application of tokenType OAUTH) carry nothing
@@ -122,6 +124,10 @@ type opaqueTokens struct {
 
 	mu    sync.Mutex
 	calls map[tokenKey]*introCall
+
+	// busy counts new tokens refused while every slot was taken, failed
+	// the introspections the key manager did not answer.
+	busy, failed prometheus.Counter
 }
 
 // introCall is one introspection, shared by the requests for one token.
@@ -147,6 +153,8 @@ func newOpaqueTokens(cfg OpaqueConfig) *opaqueTokens {
 		inactive: newExpiringSet(cfg.InactiveCacheSize, cfg.InactiveTTL),
 		sem:      make(chan struct{}, cfg.MaxInFlight),
 		calls:    map[tokenKey]*introCall{},
+		busy:     prometheus.NewCounter(prometheus.CounterOpts{Name: "unregistered"}),
+		failed:   prometheus.NewCounter(prometheus.CounterOpts{Name: "unregistered"}),
 	}
 }
 
@@ -169,6 +177,15 @@ func (s *Server) introspect(ctx context.Context, tok string, key *tokenKey, now 
 		}
 		if o.inactive.has(key, now) {
 			o.mu.Unlock()
+			return nil
+		}
+		// A slot first: while all are busy a new token is refused at once,
+		// so made-up tokens cannot pile up goroutines or key-manager calls.
+		select {
+		case o.sem <- struct{}{}:
+		default:
+			o.mu.Unlock()
+			o.busy.Inc()
 			return nil
 		}
 		c = &introCall{done: make(chan struct{})}
@@ -195,22 +212,17 @@ func (s *Server) runIntrospection(ctx context.Context, c *introCall, tok string,
 		o.mu.Unlock()
 		close(c.done)
 	}()
+	defer func() { <-o.sem }() // taken by introspect
 	ctx, cancel := context.WithTimeout(ctx, o.timeout)
 	defer cancel()
-	select {
-	case o.sem <- struct{}{}:
-		defer func() { <-o.sem }()
-	case <-ctx.Done():
-		c.err = fmt.Errorf("%w: %d introspections in flight: %w", errIntrospection, cap(o.sem), ctx.Err())
-		s.log.Warn().Err(c.err).Msg("opaque access token refused: too many introspections waiting")
-		return
-	}
 	in, err := o.intro.Introspect(ctx, tok)
 	if err != nil {
-		// Once per introspection, not per waiting request; the error
-		// never quotes the token (it travels in the body).
+		// Counted, and logged at debug: a flood of made-up tokens must not
+		// flood the log. The error never quotes the token (it travels in
+		// the body).
 		c.err = err
-		s.log.Warn().Err(err).Msg("opaque access token refused: the key manager could not be asked")
+		o.failed.Inc()
+		s.log.Debug().Err(err).Msg("opaque access token refused: the key manager could not be asked")
 		return
 	}
 	now := s.now()

@@ -123,7 +123,7 @@ func TestExternalKeyManagerSplit(t *testing.T) {
 	app := e.createApp(admin, "HydraSplitApp")
 	client := h.CreateClient(t, "read")
 	e.must(200, "POST", "/api/am/devportal/v3/applications/"+app+"/map-keys", admin, map[string]any{
-		"consumerKey": client.ID, "keyType": "PRODUCTION", "keyManager": "Hydra",
+		"consumerKey": client.ID, "consumerSecret": client.Secret, "keyType": "PRODUCTION", "keyManager": "Hydra",
 	}, nil)
 	e.subscribe(admin, app, api, "Unlimited")
 	tok := h.Token(t, client, "read")

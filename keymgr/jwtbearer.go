@@ -278,7 +278,10 @@ func (g *jwtBearerGrant) HandleTokenEndpointRequest(ctx context.Context, r fosit
 	if err != nil {
 		return fosite.ErrServerError.WithWrap(err)
 	}
-	sess.Subject = claims.Subject
+	// The subject is a user of the provider, not of ours: qualified by the
+	// key manager's name, so a provider's "admin" is never our admin to a
+	// backend (backend JWT enduser), a deny policy or a per-user limit.
+	sess.Subject = claims.Subject + "@" + km
 	lifespan := fosite.GetEffectiveLifespan(r.GetClient(), fosite.GrantTypeJWTBearer, fosite.AccessToken, g.lifespan.GetAccessTokenLifespan(ctx))
 	sess.SetExpiresAt(fosite.AccessToken, time.Now().UTC().Add(lifespan))
 	// Neither the subject nor the jti: the issuer says which provider spoke.

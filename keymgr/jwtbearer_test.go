@@ -122,7 +122,7 @@ func TestJWTBearerGrant(t *testing.T) {
 			}
 			_, claims := e.verifyWithJWKS(t, tok.AccessToken)
 			want := map[string]any{
-				"iss": e.s.Issuer(), "sub": "carol@okta", "client_id": id, "azp": id,
+				"iss": e.s.Issuer(), "sub": "carol@okta@" + x.km.Name, "client_id": id, "azp": id,
 				"aut": autApplicationUser, "scope": "default", "aud": []any{id},
 			}
 			for k, v := range want {
@@ -134,7 +134,7 @@ func TestJWTBearerGrant(t *testing.T) {
 			if err != nil {
 				t.Fatalf("VerifyToken: %v", err)
 			}
-			if p.Subject != "carol@okta" || p.ClientID != id || !slices.Equal(p.Scopes, []string{DefaultScope}) {
+			if p.Subject != "carol@okta@"+x.km.Name || p.ClientID != id || !slices.Equal(p.Scopes, []string{DefaultScope}) {
 				t.Errorf("principal %+v", p)
 			}
 		})
@@ -150,11 +150,11 @@ func TestJWTBearerGrant(t *testing.T) {
 			t.Fatalf("access token %.12s…: want an opaque token", tok.AccessToken)
 		}
 		p, err := e.s.VerifyToken(ctx, tok.AccessToken)
-		if err != nil || p.Subject != "dave@okta" || p.ClientID != oid {
+		if err != nil || p.Subject != "dave@okta@"+x.km.Name || p.ClientID != oid {
 			t.Errorf("VerifyToken = %+v, %v", p, err)
 		}
 		in, err := e.s.IntrospectAccessToken(ctx, tok.AccessToken)
-		if err != nil || !in.Active || in.Username != "dave@okta" {
+		if err != nil || !in.Active || in.Username != "dave@okta@"+x.km.Name {
 			t.Errorf("introspection %+v, %v", in, err)
 		}
 	})
@@ -188,7 +188,7 @@ func TestJWTBearerGrant(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Token: %v", err)
 		}
-		if p, err := e2.s.VerifyToken(ctx, tok.AccessToken); err != nil || p.Subject != "erin@okta" {
+		if p, err := e2.s.VerifyToken(ctx, tok.AccessToken); err != nil || p.Subject != "erin@okta@"+x.km.Name {
 			t.Errorf("VerifyToken = %+v, %v", p, err)
 		}
 	})

@@ -182,7 +182,7 @@ func (s *Server) RegenerateSecret(ctx context.Context, tx pgx.Tx, clientID strin
 			issued_before = greatest(revoked_clients.issued_before, excluded.issued_before),
 			expires_at = greatest(revoked_clients.expires_at, excluded.expires_at),
 			revoked_at = now()
-		RETURNING issued_before, expires_at`, clientID, before, before.Add(ttl)).
+		RETURNING issued_before, expires_at`, clientID, before, before.Add(ttl+clockLeeway)). // a token verifies until exp + leeway
 		Scan(&r.IssuedBefore, &r.ExpiresAt); err != nil {
 		return "", fmt.Errorf("revoke the tokens of %s: %w", clientID, err)
 	}

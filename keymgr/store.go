@@ -192,9 +192,9 @@ func randomToken(n int) (string, error) {
 }
 
 // knownGrantTypes are the grant types a client may be registered with.
-// client_credentials, password, refresh_token and authorization_code are
-// served; the others are stored so WSO2 tooling that asks for them keeps
-// working.
+// client_credentials, password, refresh_token, authorization_code and
+// jwt-bearer (RFC 7523, jwtbearer.go) are served; the others are stored so
+// WSO2 tooling that asks for them keeps working.
 var knownGrantTypes = map[string]bool{
 	GrantClientCredentials: true,
 	GrantPassword:          true,

@@ -2,10 +2,12 @@ package portal
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"time"
 
@@ -228,7 +230,12 @@ func (p *Portal) applyDiscovery(ctx context.Context, km *model.KeyManager) []str
 	}
 	ctx, cancel := context.WithTimeout(ctx, discoveryTimeout)
 	defer cancel()
-	client := &http.Client{Timeout: discoveryTimeout, Transport: limitedTransport{http.DefaultTransport, maxDiscoveryBytes}}
+	client := &http.Client{
+		Timeout: discoveryTimeout, Transport: limitedTransport{http.DefaultTransport, maxDiscoveryBytes},
+		// A redirect would lead the control plane to a URL the admin did
+		// not give and ValidateFetchURL did not see.
+		CheckRedirect: func(*http.Request, []*http.Request) error { return errRedirect },
+	}
 	// The issuer check is below, tolerant of a trailing slash either side;
 	// go-oidc's own is exact.
 	prov, err := oidc.NewProvider(oidc.InsecureIssuerURLContext(oidc.ClientContext(ctx, client), base), base)
@@ -275,12 +282,22 @@ func (p *Portal) applyDiscovery(ctx context.Context, km *model.KeyManager) []str
 	return nil
 }
 
+var errRedirect = errors.New("redirects are not followed")
+
 // discoveryError says why a discovery failed in a line fit for the
-// caller: the network error or the provider's status, never a body.
+// caller: the network error or the provider's status, never a body (go-oidc
+// reports a non-200 answer as "<status>: <body>").
 func discoveryError(err error) string {
 	msg := err.Error()
-	if errors.Is(err, context.DeadlineExceeded) {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
 		return "no answer within " + discoveryTimeout.String()
+	case errors.Is(err, errRedirect):
+		return "it answered with a redirect, which is not followed"
+	}
+	if len(msg) > 3 && msg[0] >= '1' && msg[0] <= '5' && msg[1] >= '0' && msg[1] <= '9' && msg[2] >= '0' && msg[2] <= '9' {
+		msg, _, _ = strings.Cut(msg, ": ")
+		return "it answered " + msg
 	}
 	if i := strings.IndexByte(msg, '\n'); i >= 0 {
 		msg = msg[:i]
@@ -427,13 +444,74 @@ func (p *Portal) mapKeys(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, problems)
 		return
 	}
+	// The caller must hold the client's secret: the first application to
+	// map a client id owns it, so anyone else's id must not be claimable.
+	// Checked once the application is known to be the caller's, so that
+	// nobody else's call reaches the provider.
+	if _, err := p.store.GetApplication(r.Context(), chi.URLParam(r, "applicationId"), subject(r)); err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	if ext, err := p.store.GetKeyManager(r.Context(), in.KeyManager); err == nil && ext.Enabled && ext.MapConsumerApps {
+		if problems := p.proveClient(r.Context(), ext, in.ConsumerKey, in.ConsumerSecret); len(problems) > 0 {
+			badRequest(w, problems)
+			return
+		}
+	} // else MapKeys names the problem with the key manager
 	km, err := p.store.MapKeys(r.Context(), chi.URLParam(r, "applicationId"), subject(r), in.KeyType, in.KeyManager, in.ConsumerKey, in.ConsumerSecret)
 	if err != nil {
 		p.fail(w, r, err)
 		return
 	}
+	w.Header().Set("Cache-Control", "no-store") // it echoes the secret
 	writeJSON(w, http.StatusOK, applicationKeyDTO{
 		KeyMappingID: km.ID, KeyManager: km.KeyManager, ConsumerKey: km.ConsumerKey, ConsumerSecret: in.ConsumerSecret,
 		SupportedGrantTypes: []string{}, KeyState: "COMPLETED", KeyType: km.KeyType, Mode: "MAPPED",
 	})
+}
+
+// proveClient checks, as WSO2 does with its key managers, that secret
+// authenticates clientID at the external key manager: a client_credentials
+// request to its token endpoint. Any answer but invalid_client (the client
+// is not allowed that grant or scope, say) means the provider authenticated
+// the client. Nothing of the answer is kept or shown.
+func (p *Portal) proveClient(ctx context.Context, km *model.KeyManager, clientID, secret string) []string {
+	tokenURL := km.Endpoints["token_endpoint"]
+	switch {
+	case secret == "":
+		return []string{"consumerSecret is required: key manager " + km.Name + " checks it"}
+	case model.ValidateFetchURL(tokenURL) != nil:
+		return []string{"keyManager " + km.Name + " names no token_endpoint to check the client with"}
+	}
+	ctx, cancel := context.WithTimeout(ctx, discoveryTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, tokenURL, strings.NewReader("grant_type=client_credentials"))
+	if err != nil {
+		return []string{"keyManager " + km.Name + " names no token_endpoint to check the client with"}
+	}
+	req.SetBasicAuth(url.QueryEscape(clientID), url.QueryEscape(secret)) // RFC 6749 2.3.1
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	client := &http.Client{
+		Timeout: discoveryTimeout, Transport: limitedTransport{http.DefaultTransport, maxDiscoveryBytes},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return errRedirect },
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		p.log.Info().Err(err).Str("key_manager", km.Name).Msg("map-keys: the token endpoint did not answer")
+		return []string{"consumerSecret could not be checked: key manager " + km.Name + "'s token endpoint did not answer"}
+	}
+	defer resp.Body.Close()
+	var answer struct {
+		Error string `json:"error"`
+	}
+	_ = json.NewDecoder(resp.Body).Decode(&answer) // a 200's body is a token: not kept
+	switch {
+	case resp.StatusCode == http.StatusOK:
+		return nil
+	case resp.StatusCode == http.StatusUnauthorized || answer.Error == "invalid_client":
+		return []string{"consumerSecret does not authenticate consumerKey at key manager " + km.Name}
+	case resp.StatusCode == http.StatusBadRequest && answer.Error != "":
+		return nil // authenticated, but not allowed this grant or scope
+	}
+	return []string{"consumerSecret could not be checked: key manager " + km.Name + "'s token endpoint answered " + resp.Status}
 }

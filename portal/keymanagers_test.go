@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -173,8 +174,18 @@ func TestKeyManagersWithHydra(t *testing.T) {
 	mapURL := devBase + "/applications/" + app.ApplicationID + "/map-keys"
 	n = e.outbox()
 	var keys struct{ KeyMappingID, KeyManager, ConsumerKey, KeyType, Mode, KeyState string }
+	// Without the client's secret, or with a wrong one, the client is not
+	// the caller's to map: 400, nothing written.
+	e.rejects(400, func() resp {
+		return e.call("POST", mapURL, "bob-token", map[string]string{"consumerKey": c.ID, "keyType": "PRODUCTION", "keyManager": "Hydra"})
+	}, "consumerSecret is required")
+	e.rejects(400, func() resp {
+		return e.call("POST", mapURL, "bob-token", map[string]string{
+			"consumerKey": c.ID, "consumerSecret": "not-" + c.Secret, "keyType": "PRODUCTION", "keyManager": "Hydra",
+		})
+	}, "consumerSecret does not authenticate consumerKey")
 	e.must(e.call("POST", mapURL, "bob-token", map[string]string{
-		"consumerKey": c.ID, "consumerSecret": "s3cret-of-the-client", "keyType": "PRODUCTION", "keyManager": "Hydra",
+		"consumerKey": c.ID, "consumerSecret": c.Secret, "keyType": "PRODUCTION", "keyManager": "Hydra",
 	}), 200, &keys)
 	if keys.KeyMappingID == "" || keys.KeyManager != "Hydra" || keys.ConsumerKey != c.ID || keys.KeyType != "PRODUCTION" || keys.Mode != "MAPPED" || keys.KeyState != "COMPLETED" {
 		t.Errorf("mapped %+v", keys)
@@ -183,28 +194,35 @@ func TestKeyManagersWithHydra(t *testing.T) {
 		t.Errorf("map-keys wrote %d outbox rows, want 1", got)
 	}
 	if kind, op, _, data := lastEvent(t, e.pool); kind != "key_mapping" || op != "upsert" ||
-		field(t, data, "keyManagerId") != km.ID || field(t, data, "consumerKey") != c.ID || bytes.Contains(data, []byte("s3cret")) {
+		field(t, data, "keyManagerId") != km.ID || field(t, data, "consumerKey") != c.ID || bytes.Contains(data, []byte(c.Secret)) {
 		t.Errorf("event %s %s %s", kind, op, data)
 	}
 	var hash string
 	if err := e.pool.QueryRow(e.ctx, `SELECT consumer_secret_hash FROM key_mappings WHERE id = $1`, keys.KeyMappingID).Scan(&hash); err != nil {
 		t.Fatal(err)
 	}
-	if len(hash) != 64 || strings.Contains(hash, "s3cret") {
+	if len(hash) != 64 || strings.Contains(hash, c.Secret) {
 		t.Errorf("stored secret %q, want its SHA-256", hash)
 	}
 
-	// The same client again, to eve's application: 409, nothing written.
+	// The same client again, to eve's application: without its secret
+	// eve cannot claim it (400); with it, 409; nothing written either way.
 	var eveApp struct{ ApplicationID string }
 	e.must(e.call("POST", devBase+"/applications", "eve-token", map[string]string{"name": "EveApp", "throttlingPolicy": "Unlimited"}), 201, &eveApp)
-	e.rejects(409, func() resp {
+	e.rejects(400, func() resp {
 		return e.call("POST", devBase+"/applications/"+eveApp.ApplicationID+"/map-keys", "eve-token", map[string]string{
 			"consumerKey": c.ID, "keyType": "SANDBOX", "keyManager": km.ID,
 		})
+	}, "consumerSecret is required")
+	e.rejects(409, func() resp {
+		return e.call("POST", devBase+"/applications/"+eveApp.ApplicationID+"/map-keys", "eve-token", map[string]string{
+			"consumerKey": c.ID, "consumerSecret": c.Secret, "keyType": "SANDBOX", "keyManager": km.ID,
+		})
 	}, c.ID, "already mapped")
 	// bob's app has PRODUCTION keys of Hydra already.
+	c2 := h.CreateClient(t, "read")
 	e.rejects(409, func() resp {
-		return e.call("POST", mapURL, "bob-token", map[string]string{"consumerKey": "another", "keyType": "PRODUCTION", "keyManager": "Hydra"})
+		return e.call("POST", mapURL, "bob-token", map[string]string{"consumerKey": c2.ID, "consumerSecret": c2.Secret, "keyType": "PRODUCTION", "keyManager": "Hydra"})
 	}, "PRODUCTION")
 
 	// Disabled: map-keys refuses it, naming the field.
@@ -248,7 +266,7 @@ func TestKeyManagersWithHydra(t *testing.T) {
 	body["name"], body["enabled"] = "Hydra", true
 	e.must(e.call("PUT", kmBase+"/"+km.ID, "ops-token", body), 200, nil)
 	e.must(e.call("POST", devBase+"/applications/"+eveApp.ApplicationID+"/map-keys", "eve-token", map[string]string{
-		"consumerKey": c.ID, "keyType": "SANDBOX", "keyManager": "Hydra",
+		"consumerKey": c.ID, "consumerSecret": c.Secret, "keyType": "SANDBOX", "keyManager": "Hydra",
 	}), 200, nil)
 	n = e.outbox()
 	mappings := count(t, e.pool, "key_mappings")
@@ -371,10 +389,22 @@ func TestKeyManagersRejectBadInput(t *testing.T) {
 func TestMapKeysRejects(t *testing.T) {
 	e := newKMEnv(t)
 	jwks := map[string]string{"type": "JWKS", "value": "https://idp.example/jwks"}
+	// The providers' token endpoint knows one client, shared-id, whose
+	// secret is "pw".
+	idp := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if id, secret, _ := r.BasicAuth(); id != "shared-id" || secret != "pw" {
+			w.WriteHeader(http.StatusUnauthorized)
+			_, _ = io.WriteString(w, `{"error":"invalid_client"}`)
+			return
+		}
+		_, _ = io.WriteString(w, `{"access_token":"t","token_type":"Bearer"}`)
+	}))
+	t.Cleanup(idp.Close)
 	var on, noMap kmOut
-	e.must(e.call("POST", kmBase, "admin-token", map[string]any{"name": "On", "type": "x", "issuer": "https://on.example", "certificates": jwks}), 201, &on)
+	e.must(e.call("POST", kmBase, "admin-token", map[string]any{"name": "On", "type": "x", "issuer": "https://on.example", "certificates": jwks, "tokenEndpoint": idp.URL + "/token"}), 201, &on)
 	e.must(e.call("POST", kmBase, "admin-token", map[string]any{"name": "NoMap", "type": "x", "issuer": "https://nomap.example", "certificates": jwks, "enableMapOAuthConsumerApps": false}), 201, &noMap)
 	e.must(e.call("POST", kmBase, "admin-token", map[string]any{"name": "Off", "type": "x", "issuer": "https://off.example", "certificates": jwks, "enabled": false}), 201, nil)
+	e.must(e.call("POST", kmBase, "admin-token", map[string]any{"name": "Twin0", "type": "x", "issuer": "https://twin0.example", "certificates": jwks}), 201, nil)
 	var app struct{ ApplicationID string }
 	e.must(e.call("POST", devBase+"/applications", "bob-token", map[string]string{"name": "BobApp", "throttlingPolicy": "Unlimited"}), 201, &app)
 	url := devBase + "/applications/" + app.ApplicationID + "/map-keys"
@@ -399,6 +429,9 @@ func TestMapKeysRejects(t *testing.T) {
 		"no scope":             {"tier-token", map[string]string{"consumerKey": "c", "keyType": "PRODUCTION", "keyManager": "On"}, 403, nil},
 		"no token":             {"", map[string]string{"consumerKey": "c", "keyType": "PRODUCTION", "keyManager": "On"}, 401, nil},
 		"admin scope, no apps": {"ops-token", map[string]string{"consumerKey": "c", "keyType": "PRODUCTION", "keyManager": "On"}, 403, nil},
+		"no secret":            {"bob-token", map[string]string{"consumerKey": "shared-id", "keyType": "PRODUCTION", "keyManager": "On"}, 400, []string{"consumerSecret is required"}},
+		"wrong secret":         {"bob-token", map[string]string{"consumerKey": "shared-id", "consumerSecret": "no", "keyType": "PRODUCTION", "keyManager": "On"}, 400, []string{"consumerSecret does not authenticate consumerKey at key manager On"}},
+		"no token endpoint":    {"bob-token", map[string]string{"consumerKey": "shared-id", "consumerSecret": "pw", "keyType": "PRODUCTION", "keyManager": "Twin0"}, 400, []string{"names no token_endpoint"}},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
@@ -413,11 +446,11 @@ func TestMapKeysRejects(t *testing.T) {
 		e.rejectsKM(401, func() resp { return e.call(rt.method, rt.path, "", map[string]any{}) })
 	}
 	// Mapped once, the same client id maps under another key manager.
-	e.must(e.call("POST", url, "bob-token", map[string]string{"consumerKey": "shared-id", "keyType": "PRODUCTION", "keyManager": "On"}), 200, nil)
+	e.must(e.call("POST", url, "bob-token", map[string]string{"consumerKey": "shared-id", "consumerSecret": "pw", "keyType": "PRODUCTION", "keyManager": "On"}), 200, nil)
 	var other struct{ ApplicationID string }
 	e.must(e.call("POST", devBase+"/applications", "bob-token", map[string]string{"name": "Other", "throttlingPolicy": "Unlimited"}), 201, &other)
 	var twin kmOut
-	e.must(e.call("POST", kmBase, "admin-token", map[string]any{"name": "Twin", "type": "x", "issuer": "https://twin.example", "certificates": jwks}), 201, &twin)
+	e.must(e.call("POST", kmBase, "admin-token", map[string]any{"name": "Twin", "type": "x", "issuer": "https://twin.example", "certificates": jwks, "tokenEndpoint": idp.URL + "/token"}), 201, &twin)
 	e.must(e.call("POST", devBase+"/applications/"+other.ApplicationID+"/map-keys", "bob-token",
-		map[string]string{"consumerKey": "shared-id", "keyType": "PRODUCTION", "keyManager": "Twin"}), 200, nil)
+		map[string]string{"consumerKey": "shared-id", "consumerSecret": "pw", "keyType": "PRODUCTION", "keyManager": "Twin"}), 200, nil)
 }

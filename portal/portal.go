@@ -16,6 +16,7 @@ import (
 
 	"github.com/go-chi/chi/v5"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/rs/zerolog"
 
 	"github.com/apim-dev/apim/internal/model"
@@ -235,7 +236,10 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // fail maps a store error to its status and WSO2 error body; anything else
 // is a 500 that is logged, not shown.
 func (p *Portal) fail(w http.ResponseWriter, r *http.Request, err error) {
-	var se *store.Error
+	var (
+		se    *store.Error
+		pgErr *pgconn.PgError
+	)
 	switch {
 	case errors.As(err, &se) && errors.Is(err, store.ErrNotFound):
 		writeError(w, http.StatusNotFound, se.Message)
@@ -243,6 +247,10 @@ func (p *Portal) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusConflict, se.Message)
 	case errors.As(err, &se) && errors.Is(err, store.ErrInvalid):
 		writeError(w, http.StatusBadRequest, se.Message, fieldItems(se.Message)...)
+	case errors.As(err, &pgErr) && (pgErr.Code == "22021" || pgErr.Code == "22P05"):
+		// A value PostgreSQL cannot store as text (a NUL character): the
+		// transaction wrote nothing.
+		writeError(w, http.StatusBadRequest, "a value contains a character that cannot be stored (NUL)")
 	case errors.Is(err, context.Canceled):
 		writeError(w, http.StatusServiceUnavailable, "request cancelled")
 	default:

@@ -231,11 +231,13 @@ type hit struct {
 	n          int64
 }
 
-// tally records a request's additions; a request has at most a few
-// descriptors, so the array keeps it off the heap.
+// tally records a request's additions; a request has a few descriptors, so
+// the array keeps it off the heap, and more (many matching custom rules)
+// spill into more.
 type tally struct {
 	hits [8]hit
 	n    int
+	more []hit
 	ans  *answer // where the request's statuses are allocated
 }
 
@@ -243,11 +245,16 @@ func (t *tally) add(h hit) {
 	if t.n < len(t.hits) {
 		t.hits[t.n] = h
 		t.n++
+		return
 	}
+	t.more = append(t.more, h)
 }
 
 func (t *tally) refund(c *counters, nowNs int64) {
 	for _, h := range t.hits[:t.n] {
+		c.add(h.kind, h.a, h.b, h.start, h.end, -h.n, nowNs)
+	}
+	for _, h := range t.more {
 		c.add(h.kind, h.a, h.b, h.start, h.end, -h.n, nowNs)
 	}
 }

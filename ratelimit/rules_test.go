@@ -1,6 +1,7 @@
 package ratelimit
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -85,4 +86,42 @@ func TestGroupsCustomRulesAndBandwidth(t *testing.T) {
 	bytes(24)
 	want("1024 of 1024 bytes", call(t, s, check), CodeSubscription)
 	want("another subscription", call(t, s, one(desc(KeySubscription, "sub-2", KeyTier, "1KB"))), "")
+}
+
+// A request that matches more custom rules than the tally's array holds
+// is still refunded on every counter when one of them refuses it.
+func TestRefundBeyondEightCounters(t *testing.T) {
+	now := time.Date(2026, 2, 27, 12, 0, 20, 0, time.UTC)
+	var pols []model.Policy
+	var recs []string
+	for i := range 10 {
+		name := "R" + strconv.Itoa(i)
+		limit := int64(100)
+		if i == 9 {
+			limit = 1 // the last rule refuses the second request
+		}
+		pols = append(pols, model.Policy{Level: model.LevelCustom, Name: name, RequestCount: limit, UnitTime: 1, TimeUnit: "hour", StopOnQuotaReach: true, KeyTemplate: "$apiContext", Condition: "true"})
+		recs = append(recs, name+CustomKeySep+"/pets/1.0.0")
+	}
+	st := gwstate.NewStore()
+	st.Replace(&model.GatewayState{Policies: pols})
+	s, err := New(Config{State: st, Logger: zerolog.New(zerolog.NewTestWriter(t)), Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &rlsv3.RateLimitRequest{Domain: Domain, Descriptors: []*ratelimitv3.RateLimitDescriptor{desc(KeyCustom, strings.Join(recs, CustomRuleSep))}}
+	if r := call(t, s, req); r.GetOverallCode() != rlsv3.RateLimitResponse_OK {
+		t.Fatalf("first request = %v", r.GetOverallCode())
+	}
+	for range 3 {
+		if r := call(t, s, req); r.GetOverallCode() != rlsv3.RateLimitResponse_OVER_LIMIT {
+			t.Fatalf("refused request = %v", r.GetOverallCode())
+		}
+	}
+	start, end := model.WindowStart("hour", 1, now)
+	for i := range 9 {
+		if n := s.counters.add(kindCustom, "R"+strconv.Itoa(i), "/pets/1.0.0", start.UnixNano(), end.UnixNano(), 0, now.UnixNano()); n != 1 {
+			t.Errorf("R%d counts %d, want 1: a refused request was not taken back", i, n)
+		}
+	}
 }

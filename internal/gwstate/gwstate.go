@@ -221,8 +221,18 @@ func (s *Store) Replace(st *model.GatewayState) {
 	}
 	for i := range st.Policies {
 		p := st.Policies[i]
-		_ = compilePolicy(&p) // validated when saved; without Rules only the default limit applies
-		x.policies.put(policyKey{p.Level, p.Name}, &p)
+		key := policyKey{p.Level, p.Name}
+		if err := compilePolicy(&p); err != nil {
+			// Validated when saved, so the control plane and this gateway
+			// disagree on the rules: the version in force stays, as Apply
+			// keeps it; a first sight goes in without Rules (its default
+			// limit only).
+			if prev, ok := s.cur.Load().policies.get(key); ok {
+				x.policies.put(key, prev)
+				continue
+			}
+		}
+		x.policies.put(key, &p)
 		raise(entityKey(events.KindPolicy, policyID(p.Level, p.Name)), p.Generation)
 	}
 	for i := range st.DenyPolicies {
@@ -395,6 +405,14 @@ func (s *Store) Apply(ev events.Event) error {
 		if p.Level == "" || p.Name == "" {
 			return fmt.Errorf("apply policy event %s: level and name %w", ev.ID, model.ErrRequired)
 		}
+		// Compiled before the generation is taken: a policy this gateway
+		// cannot compile leaves the previous one in force, and a later
+		// event or load may still bring it.
+		if !del {
+			if err := compilePolicy(&p); err != nil {
+				return err
+			}
+		}
 		if !fresh(policyID(p.Level, p.Name)) {
 			return nil
 		}
@@ -402,9 +420,6 @@ func (s *Store) Apply(ev events.Event) error {
 		if del {
 			x.policies = x.policies.without(key)
 		} else {
-			if err := compilePolicy(&p); err != nil {
-				return err
-			}
 			x.policies = x.policies.with(key, &p)
 		}
 		if p.Level == model.LevelCustom {

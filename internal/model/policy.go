@@ -158,6 +158,10 @@ func (p *Policy) Unlimited() bool {
 	return p.RequestCount <= 0
 }
 
+// maxDataAmount bounds a bandwidth quota so that its bytes fit an int64
+// (an exabyte of MB): a larger one would wrap to "unlimited".
+const maxDataAmount = 1 << 40
+
 // Bytes is a bandwidth quota's limit in bytes (DataUnit KB or MB, of 1024).
 func (p *Policy) Bytes() int64 {
 	switch p.DataUnit {
@@ -207,8 +211,8 @@ func (p *Policy) Validate() error {
 		if p.Level == LevelCustom {
 			field("defaultLimit.type", fmt.Errorf("%w: custom rules count requests", ErrInvalid))
 		}
-		if p.DataAmount < 0 {
-			field(limit+"dataAmount", fmt.Errorf("%w: must not be negative", ErrInvalid))
+		if p.DataAmount < 0 || p.DataAmount > maxDataAmount {
+			field(limit+"dataAmount", fmt.Errorf("%w: must be 0 to %d", ErrInvalid, maxDataAmount))
 		}
 		if p.DataUnit != "KB" && p.DataUnit != "MB" {
 			field(limit+"dataUnit", fmt.Errorf("%w: want KB or MB", ErrUnknownValue))

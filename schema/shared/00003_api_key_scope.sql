@@ -9,4 +9,4 @@ INSERT INTO role_scopes (role, scope) VALUES
 ON CONFLICT DO NOTHING;
 
 -- +goose Down
-DELETE FROM role_scopes WHERE scope = 'apim:api_key';
+DELETE FROM role_scopes WHERE role IN ('admin', 'Internal/subscriber') AND scope = 'apim:api_key';
