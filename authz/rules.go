@@ -48,7 +48,7 @@ func withRules(resp *authv3.CheckResponse, idx *gwstate.Index, attrs *authv3.Att
 	}
 	var custom strings.Builder
 	for _, p := range idx.CustomRules() {
-		if p.Unlimited() || !p.Rules.Match(req) {
+		if !p.Rules.Match(req) {
 			continue
 		}
 		if custom.Len() > 0 {

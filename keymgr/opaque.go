@@ -279,6 +279,20 @@ func inactiveError(err error) bool {
 		errors.Is(err, ErrTokenSignature) || errors.Is(err, ErrTokenClaims)
 }
 
+// GatewayTokenCheck returns a check that a request carries the shared
+// gateway.token as "Authorization: Bearer <token>", the credential of the
+// control plane's endpoints for gateways. With token empty every request
+// fails it. Digests are compared, so the comparison takes the same time
+// whatever the length of the token presented.
+func GatewayTokenCheck(token string) func(*http.Request) bool {
+	want := sha256.Sum256([]byte(token))
+	return func(r *http.Request) bool {
+		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+		gotSum := sha256.Sum256([]byte(got))
+		return token != "" && ok && subtle.ConstantTimeCompare(gotSum[:], want[:]) == 1
+	}
+}
+
 // PathGatewayIntrospect is where the control plane serves
 // GatewayIntrospectionHandler.
 const PathGatewayIntrospect = "/internal/data/v1/introspect"
@@ -290,13 +304,9 @@ const PathGatewayIntrospect = "/internal/data/v1/introspect"
 // active. With token empty it refuses every call. The token introspected is
 // never logged.
 func (s *Server) GatewayIntrospectionHandler(token string) http.Handler {
-	want := sha256.Sum256([]byte(token))
+	gateway := GatewayTokenCheck(token)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		gotSum := sha256.Sum256([]byte(got))
-		// Digests are compared, so the comparison takes the same time
-		// whatever the length of the token presented.
-		if token == "" || !ok || subtle.ConstantTimeCompare(gotSum[:], want[:]) != 1 {
+		if !gateway(r) {
 			s.log.Info().Str("path", r.URL.Path).Msg("gateway introspection refused: bad gateway token")
 			w.Header().Set("WWW-Authenticate", `Bearer realm="apim"`)
 			writeOAuthError(w, http.StatusUnauthorized, "invalid_client", "The gateway token is missing or wrong.")

@@ -39,16 +39,26 @@ func revokeJTI(ctx context.Context, tx pgx.Tx, jti string, exp time.Time) error 
 	if tag.RowsAffected() == 0 {
 		return nil
 	}
-	var gen int64
-	if err := tx.QueryRow(ctx, `SELECT nextval('generation_seq')`).Scan(&gen); err != nil {
-		return fmt.Errorf("revoke token %s: generation: %w", jti, err)
-	}
-	data, err := json.Marshal(revocationData{JTI: jti, ExpiresAt: exp})
-	if err != nil {
+	if err := appendRevocation(ctx, tx, jti, revocationData{JTI: jti, ExpiresAt: exp}); err != nil {
 		return fmt.Errorf("revoke token %s: %w", jti, err)
 	}
+	return nil
+}
+
+// appendRevocation appends the revocation event id (a jti, or
+// ClientRevocationID) with data, under a new generation, to the outbox of
+// tx, for every gateway.
+func appendRevocation(ctx context.Context, tx pgx.Tx, id string, data any) error {
+	var gen int64
+	if err := tx.QueryRow(ctx, `SELECT nextval('generation_seq')`).Scan(&gen); err != nil {
+		return fmt.Errorf("generation: %w", err)
+	}
+	b, err := json.Marshal(data)
+	if err != nil {
+		return err
+	}
 	return events.Append(ctx, tx, events.Event{
-		Kind: events.KindRevocation, Op: events.OpUpsert, ID: jti, Generation: gen, Data: data,
+		Kind: events.KindRevocation, Op: events.OpUpsert, ID: id, Generation: gen, Data: b,
 	})
 }
 
@@ -250,58 +260,37 @@ func (s *Server) handleIntrospect(w http.ResponseWriter, r *http.Request) {
 		writeOAuthError(w, http.StatusInternalServerError, "server_error", "The token could not be introspected.")
 		return
 	}
-	s.log.Info().Str("client_id", c.ID).Bool("active", resp["active"] == true).Msg("token introspected")
+	s.log.Info().Str("client_id", c.ID).Bool("active", resp.Active).Msg("token introspected")
 	writeJSON(w, http.StatusOK, resp)
 }
 
-var inactive = map[string]any{"active": false}
-
-func (s *Server) introspect(ctx context.Context, token string) (map[string]any, error) {
-	if strings.HasPrefix(token, refreshTokenPrefix) {
-		var (
-			clientID, subject string
-			scopes            []string
-			issued, exp       time.Time
-			active            bool
-		)
-		err := s.cfg.APIM.QueryRow(ctx, `
-			SELECT client_id, subject, scopes, created_at, expires_at,
-				used_at IS NULL AND revoked_at IS NULL AND expires_at > now()
-			FROM oauth_refresh_tokens WHERE token_hash = $1`, hashSecret(token)).
-			Scan(&clientID, &subject, &scopes, &issued, &exp, &active)
-		if errors.Is(err, pgx.ErrNoRows) || (err == nil && !active) {
-			return inactive, nil
-		}
-		if err != nil {
-			return nil, fmt.Errorf("find refresh token: %w", err)
-		}
-		return map[string]any{
-			"active": true, "token_type": "refresh_token", "client_id": clientID, "sub": subject,
-			"username": subject, "scope": strings.Join(scopes, " "), "iat": issued.Unix(), "exp": exp.Unix(),
-			"iss": s.cfg.Issuer,
-		}, nil
+// introspect answers RFC 7662 for a refresh token or an access token
+// (IntrospectAccessToken).
+func (s *Server) introspect(ctx context.Context, token string) (*Introspection, error) {
+	if !strings.HasPrefix(token, refreshTokenPrefix) {
+		return s.IntrospectAccessToken(ctx, token)
 	}
-	v, err := s.verify(ctx, token)
+	var (
+		clientID, subject string
+		scopes            []string
+		issued, exp       time.Time
+		active            bool
+	)
+	err := s.cfg.APIM.QueryRow(ctx, `
+		SELECT client_id, subject, scopes, created_at, expires_at,
+			used_at IS NULL AND revoked_at IS NULL AND expires_at > now()
+		FROM oauth_refresh_tokens WHERE token_hash = $1`, hashSecret(token)).
+		Scan(&clientID, &subject, &scopes, &issued, &exp, &active)
+	if errors.Is(err, pgx.ErrNoRows) || (err == nil && !active) {
+		return &Introspection{}, nil
+	}
 	if err != nil {
-		if errors.Is(err, ErrTokenRevoked) || errors.Is(err, ErrTokenMalformed) ||
-			errors.Is(err, ErrTokenSignature) || errors.Is(err, ErrTokenClaims) {
-			return inactive, nil
-		}
-		return nil, err
+		return nil, fmt.Errorf("find refresh token: %w", err)
 	}
-	resp := map[string]any{
-		"active": true, "token_type": "Bearer", "client_id": v.ClientID, "sub": v.Subject,
-		"scope": strings.Join(v.Scopes, " "), "exp": v.ExpiresAt.Unix(), "iss": s.cfg.Issuer,
-		"jti": v.jti, "aud": v.audience,
-	}
-	if !v.issuedAt.IsZero() {
-		resp["iat"] = v.issuedAt.Unix()
-		resp["nbf"] = v.issuedAt.Unix()
-	}
-	if v.userToken() {
-		resp["username"] = v.Subject
-	}
-	return resp, nil
+	return &Introspection{
+		Active: true, TokenType: "refresh_token", ClientID: clientID, Subject: subject, Username: subject,
+		Scope: strings.Join(scopes, " "), IssuedAt: issued.Unix(), ExpiresAt: exp.Unix(), Issuer: s.cfg.Issuer,
+	}, nil
 }
 
 // handleUserinfo is the OIDC userinfo endpoint: the bearer token's subject,
@@ -315,8 +304,7 @@ func (s *Server) handleUserinfo(w http.ResponseWriter, r *http.Request) {
 	}
 	v, err := s.verify(r.Context(), strings.TrimSpace(raw))
 	if err != nil {
-		if errors.Is(err, ErrTokenRevoked) || errors.Is(err, ErrTokenMalformed) ||
-			errors.Is(err, ErrTokenSignature) || errors.Is(err, ErrTokenClaims) {
+		if inactiveError(err) {
 			s.log.Info().AnErr("reason", err).Msg("userinfo refused")
 			w.Header().Set("WWW-Authenticate", `Bearer realm="apim", error="invalid_token"`)
 			writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "invalid_token", "error_description": "The access token is invalid."})

@@ -2,7 +2,6 @@ package keymgr
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -10,7 +9,6 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/ory/fosite"
 
-	"github.com/apim-dev/apim/internal/events"
 	"github.com/apim-dev/apim/internal/model"
 )
 
@@ -187,18 +185,8 @@ func (s *Server) RegenerateSecret(ctx context.Context, tx pgx.Tx, clientID strin
 		return "", fmt.Errorf("revoke the tokens of %s: %w", clientID, err)
 	}
 	r.IssuedBefore, r.ExpiresAt = r.IssuedBefore.UTC(), r.ExpiresAt.UTC()
-	var gen int64
-	if err := tx.QueryRow(ctx, `SELECT nextval('generation_seq')`).Scan(&gen); err != nil {
-		return "", fmt.Errorf("revoke the tokens of %s: generation: %w", clientID, err)
-	}
-	data, err := json.Marshal(r)
-	if err != nil {
+	if err := appendRevocation(ctx, tx, ClientRevocationID(clientID), r); err != nil {
 		return "", fmt.Errorf("revoke the tokens of %s: %w", clientID, err)
-	}
-	if err := events.Append(ctx, tx, events.Event{
-		Kind: events.KindRevocation, Op: events.OpUpsert, ID: ClientRevocationID(clientID), Generation: gen, Data: data,
-	}); err != nil {
-		return "", err
 	}
 	return secret, nil
 }

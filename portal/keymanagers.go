@@ -230,12 +230,7 @@ func (p *Portal) applyDiscovery(ctx context.Context, km *model.KeyManager) []str
 	}
 	ctx, cancel := context.WithTimeout(ctx, discoveryTimeout)
 	defer cancel()
-	client := &http.Client{
-		Timeout: discoveryTimeout, Transport: limitedTransport{http.DefaultTransport, maxDiscoveryBytes},
-		// A redirect would lead the control plane to a URL the admin did
-		// not give and ValidateFetchURL did not see.
-		CheckRedirect: func(*http.Request, []*http.Request) error { return errRedirect },
-	}
+	client := providerClient()
 	// The issuer check is below, tolerant of a trailing slash either side;
 	// go-oidc's own is exact.
 	prov, err := oidc.NewProvider(oidc.InsecureIssuerURLContext(oidc.ClientContext(ctx, client), base), base)
@@ -283,6 +278,16 @@ func (p *Portal) applyDiscovery(ctx context.Context, km *model.KeyManager) []str
 }
 
 var errRedirect = errors.New("redirects are not followed")
+
+// providerClient calls an external key manager's endpoints: bounded in time
+// and size, and without redirects, which would lead the control plane to a
+// URL the admin did not give and ValidateFetchURL did not see.
+func providerClient() *http.Client {
+	return &http.Client{
+		Timeout: discoveryTimeout, Transport: limitedTransport{http.DefaultTransport, maxDiscoveryBytes},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return errRedirect },
+	}
+}
 
 // discoveryError says why a discovery failed in a line fit for the
 // caller: the network error or the provider's status, never a body (go-oidc
@@ -491,11 +496,7 @@ func (p *Portal) proveClient(ctx context.Context, km *model.KeyManager, clientID
 	}
 	req.SetBasicAuth(url.QueryEscape(clientID), url.QueryEscape(secret)) // RFC 6749 2.3.1
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	client := &http.Client{
-		Timeout: discoveryTimeout, Transport: limitedTransport{http.DefaultTransport, maxDiscoveryBytes},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return errRedirect },
-	}
-	resp, err := client.Do(req)
+	resp, err := providerClient().Do(req)
 	if err != nil {
 		p.log.Info().Err(err).Str("key_manager", km.Name).Msg("map-keys: the token endpoint did not answer")
 		return []string{"consumerSecret could not be checked: key manager " + km.Name + "'s token endpoint did not answer"}

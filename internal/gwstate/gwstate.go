@@ -101,8 +101,9 @@ func (x *Index) Policy(level, name string) (*model.Policy, bool) {
 	return x.policies.get(policyKey{level, name})
 }
 
-// CustomRules returns the custom rules (model.LevelCustom policies), by
-// name; each has its compiled Rules. The slice must not be changed.
+// CustomRules returns the custom rules (model.LevelCustom policies) that
+// can limit, by name; each has its compiled Rules. The slice must not be
+// changed.
 func (x *Index) CustomRules() []*model.Policy { return x.customs }
 
 // Revoked reports whether the access token with this jti was revoked. It
@@ -531,11 +532,13 @@ func compilePolicy(p *model.Policy) error {
 	return nil
 }
 
-// customRules lists the custom rules of policies, by name.
+// customRules lists the custom rules of policies that can limit, by name:
+// an unlimited one, or one this gateway could not compile, is never
+// evaluated.
 func customRules(policies shardedMap[policyKey, *model.Policy]) []*model.Policy {
 	var out []*model.Policy
 	policies.each(func(k policyKey, p *model.Policy) {
-		if k.level == model.LevelCustom {
+		if k.level == model.LevelCustom && p.Rules != nil && !p.Unlimited() {
 			out = append(out, p)
 		}
 	})

@@ -22,6 +22,8 @@ type Request struct {
 	APIVersion string
 	Resource   string // VERB:/template
 	AppID      string
+
+	vars map[string]any // the CEL variables, built on the first Match
 }
 
 // Rules is the compiled, request-time form of a policy's condition groups
@@ -178,6 +180,20 @@ func (r *Rules) Match(req *Request) bool {
 	if r == nil || r.program == nil {
 		return false
 	}
+	out, _, err := r.program.Eval(req.celVars())
+	if err != nil {
+		return false
+	}
+	b, ok := out.Value().(bool)
+	return ok && b
+}
+
+// celVars are the variables a custom rule's condition reads, built once
+// per request however many rules it is matched against.
+func (req *Request) celVars() map[string]any {
+	if req.vars != nil {
+		return req.vars
+	}
 	var claims map[string]any
 	if req.Claims != nil {
 		claims = req.Claims()
@@ -193,16 +209,12 @@ func (r *Rules) Match(req *Request) bool {
 	if req.ClientIP.IsValid() {
 		client = req.ClientIP.Unmap().String()
 	}
-	out, _, err := r.program.Eval(map[string]any{
+	req.vars = map[string]any{
 		"user": req.User, "api_context": req.APIContext, "api_version": req.APIVersion,
 		"resource": req.Resource, "application_id": req.AppID, "client_ip": client,
 		"headers": headers, "claims": claims,
-	})
-	if err != nil {
-		return false
 	}
-	b, ok := out.Value().(bool)
-	return ok && b
+	return req.vars
 }
 
 // Key expands a custom rule's key template for r: each of WSO2's variables
