@@ -32,8 +32,8 @@ import (
 	"github.com/apim-dev/apim/internal/model"
 )
 
-// Context extension keys every route sets (the contract with the xDS
-// translator).
+// Route fields every route sets (the contract with the xDS translator),
+// packed into its one context extension, model.RouteFieldsKey.
 const (
 	ExtAPIID         = "api_id"
 	ExtAPIName       = "api_name"
@@ -130,6 +130,7 @@ type Server struct {
 	limiter   Limiter
 	opaque    *opaqueTokens
 	jwt       *BackendJWTSigner
+	routes    routeFields
 }
 
 var _ authv3.AuthorizationServer = (*Server)(nil)
@@ -206,9 +207,11 @@ func (s *Server) Register(g *grpc.Server) { authv3.RegisterAuthorizationServer(g
 // Check decides one request. A bad or missing credential is a denied
 // CheckResponse, never a gRPC error; the only errors are the context's.
 func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, error) {
-	resp, d := s.decide(ctx, req)
+	attrs := req.GetAttributes()
+	ext := s.routes.fields(attrs)
+	resp, d := s.decide(ctx, attrs, ext)
 	throttled := false
-	if d == nil && s.limiter != nil && req.GetAttributes().GetContextExtensions()[ExtLimitInAuthz] == "true" {
+	if d == nil && s.limiter != nil && ext[ExtLimitInAuthz] == "true" {
 		resp, throttled = s.limit(ctx, resp)
 	}
 	if err := ctx.Err(); err != nil {
@@ -226,10 +229,9 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	return resp, nil
 }
 
-// decide returns the allowed response, or the denial.
-func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest) (*authv3.CheckResponse, *denial) {
-	attrs := req.GetAttributes()
-	ext := attrs.GetContextExtensions()
+// decide returns the allowed response, or the denial, for a request to
+// the route with fields ext.
+func (s *Server) decide(ctx context.Context, attrs *authv3.AttributeContext, ext map[string]string) (*authv3.CheckResponse, *denial) {
 	apiID := ext[ExtAPIID]
 	if apiID == "" {
 		return nil, s.deny[codeNoResource]
@@ -372,14 +374,15 @@ func (s *Server) decide(ctx context.Context, req *authv3.CheckRequest) (*authv3.
 	t.app = limiting(idx, model.LevelApplication, app.ThrottlingPolicy)
 
 	bj := routeBackendJWT(ext) // backendjwt.go
-	resp := v.memo(km, app, sub, t, bj)
+	decided := s.limiter != nil && ext[ExtLimitInAuthz] == "true"
+	resp := v.memo(km, app, sub, t, bj, decided)
 	if resp == nil {
 		jwt, err := s.backendJWT(bj, v, km, app, sub)
 		if err != nil {
 			s.log.Error().Err(err).Str(ExtAPIID, apiID).Msg("backend JWT not made; request refused")
 			return nil, s.deny[codeBackendJWT]
 		}
-		m := &okMemo{km: km, app: app, sub: sub, tiers: t, jwt: bj, signed: jwt, resp: allowedResponse(v, km, app, sub, t, jwt.value())}
+		m := &okMemo{km: km, app: app, sub: sub, tiers: t, jwt: bj, decided: decided, signed: jwt, resp: allowedResponse(v, km, app, sub, t, jwt.value(), decided)}
 		v.remember(m)
 		resp = m.resp
 	}
@@ -757,7 +760,12 @@ func (t tiers) addMeta(meta map[string]*structpb.Value) {
 
 // allowedResponse allows a request with a credential; assertion, when
 // not "", is the backend JWT to send the backend (backendjwt.go).
-func allowedResponse(v *verified, km *model.KeyMapping, app *model.Application, sub *model.Subscription, t tiers, assertion string) *authv3.CheckResponse {
+//
+// When Check decides the limits (decided), the metadata is only their
+// input, and Envoy gets none of it but the bandwidth counter's (limit):
+// with no limiting level there is nothing to decide, so resp goes to Envoy
+// as built, and is built without the rest.
+func allowedResponse(v *verified, km *model.KeyMapping, app *model.Application, sub *model.Subscription, t tiers, assertion string, decided bool) *authv3.CheckResponse {
 	meta := map[string]*structpb.Value{
 		MetaAPIID:           structpb.NewStringValue(sub.APIID),
 		MetaApplicationID:   structpb.NewStringValue(app.ID),
@@ -774,6 +782,9 @@ func allowedResponse(v *verified, km *model.KeyMapping, app *model.Application, 
 		meta[MetaApplicationTier] = structpb.NewStringValue(t.app.Name)
 	}
 	t.addMeta(meta)
+	if decided && !limits(meta) {
+		clear(meta)
+	}
 	if bw := t.bandwidth(sub, app, v.subject, sub.APIID); bw != "" {
 		meta[MetaBandwidth] = structpb.NewStringValue(bw)
 	}

@@ -120,7 +120,7 @@ func TestBackendJWT(t *testing.T) {
 	apiKeyReq := keyRequest("api-gold", "api_key", "127.0.0.1", map[string]string{
 		"apikey": sign(t, jose.RS256, key, testKid, apiKeyClaims("app-1", model.KeyTypeProduction, nil)),
 	})
-	apiKeyReq.Attributes.ContextExtensions[ExtBackendJWT] = "true"
+	apiKeyReq.Attributes.ContextExtensions = request("api-gold", "", map[string]string{ExtSecuritySchemes: "api_key", ExtBackendJWT: "true"}).Attributes.ContextExtensions
 	tests := map[string]struct {
 		req  *authv3.CheckRequest
 		want map[string]any // nil: no header

@@ -14,6 +14,8 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/rs/zerolog"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/apim-dev/apim/ratelimit"
 )
 
 // A realistic WSO2-style access token: ~800 bytes of claims.
@@ -136,18 +138,50 @@ func BenchmarkRSAVerify(b *testing.B) {
 	}
 }
 
+// BenchmarkCheckGRPC is a Check round trip over loopback gRPC, the request
+// as Envoy sends it: to a route where Check decides the limits (the default
+// gateway.rate_limit_mode) with only Unlimited tiers, and with a limiting
+// subscription tier (the in-process rate-limit service counts every call);
+// and to a route of the rls mode, whose response carries the rate-limit
+// metadata for Envoy's filter.
 func BenchmarkCheckGRPC(b *testing.B) {
 	key, _ := keys(b)
 	s := newTestServer(b, func() time.Time { return testNow })
-	client := authv3.NewAuthorizationClient(serveGRPC(b, s))
-	req := rawHeaders(request("api-gold", "Bearer "+sign(b, jose.RS256, key, testKid, benchClaims(0)), nil)) // as Envoy sends them
-	ctx := context.Background()
-	b.ReportAllocs()
-	for b.Loop() {
-		resp, err := client.Check(ctx, req)
-		if err != nil || resp.GetOkResponse() == nil {
-			b.Fatalf("Check = %v, %v", resp, err)
+	state := testState()
+	for i, p := range state.Policies {
+		if p.Name == "Gold" {
+			state.Policies[i].RequestCount = 1 << 40 // counted, never refused
 		}
+	}
+	s.state.Replace(state)
+	rl, err := ratelimit.New(ratelimit.Config{State: s.state, Logger: zerolog.Nop(), Now: func() time.Time { return testNow }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.limiter = rl
+	client := authv3.NewAuthorizationClient(serveGRPC(b, s))
+	tok := "Bearer " + sign(b, jose.RS256, key, testKid, benchClaims(0))
+	inCheck := map[string]string{ExtLimitInAuthz: "true"}
+	for _, bm := range []struct {
+		name string
+		req  *authv3.CheckRequest
+	}{
+		// The headers raw, as Envoy sends them.
+		{"unlimited", rawHeaders(request("api-unl", tok, inCheck))},
+		{"limited", rawHeaders(request("api-gold", tok, inCheck))},
+		{"rls-metadata", rawHeaders(request("api-gold", tok, nil))},
+	} {
+		b.Run(bm.name, func(b *testing.B) {
+			req := bm.req
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				resp, err := client.Check(ctx, req)
+				if err != nil || resp.GetOkResponse() == nil {
+					b.Fatalf("Check = %v, %v", resp, err)
+				}
+			}
+		})
 	}
 }
 

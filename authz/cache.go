@@ -65,14 +65,14 @@ type okMemos struct {
 // memo returns the allowed response for sub's API (and resource, when it
 // has a limited tier) if it was built from exactly these index entries and
 // backend JWT settings.
-func (v *verified) memo(km *model.KeyMapping, app *model.Application, sub *model.Subscription, t tiers, jwt backendJWTRoute) *authv3.CheckResponse {
+func (v *verified) memo(km *model.KeyMapping, app *model.Application, sub *model.Subscription, t tiers, jwt backendJWTRoute, decided bool) *authv3.CheckResponse {
 	ms := v.ok.Load()
 	if ms == nil {
 		return nil
 	}
 	for _, m := range ms.m[:ms.n] {
 		if m.sub == sub && m.tiers.resource == t.resource {
-			if m.km == km && m.app == app && m.tiers == t && m.jwt == jwt {
+			if m.km == km && m.app == app && m.tiers == t && m.jwt == jwt && m.decided == decided {
 				return m.resp
 			}
 			return nil
@@ -118,6 +118,9 @@ type okMemo struct {
 	sub   *model.Subscription
 	tiers tiers
 	jwt   backendJWTRoute // the route's backend JWT settings (backendjwt.go)
+	// decided: the route has Check decide the limits, so resp carries only
+	// the metadata they need (allowedResponse).
+	decided bool
 	// signed is the backend JWT in resp, nil for none.
 	signed *signedJWT
 	resp   *authv3.CheckResponse

@@ -4,6 +4,8 @@ import (
 	"crypto"
 	"crypto/rand"
 	"crypto/rsa"
+	"maps"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -148,6 +150,11 @@ func request(api, token string, ext map[string]string) *authv3.CheckRequest {
 	for k, v := range ext {
 		e[k] = v
 	}
+	// Packed into one extension, as the xDS translator sets it.
+	var fields [][2]string
+	for _, k := range slices.Sorted(maps.Keys(e)) {
+		fields = append(fields, [2]string{k, e[k]})
+	}
 	headers := map[string]string{":method": "GET", ":path": "/pets/1.0.0/pets/7", "host": "localhost"}
 	if token != "" {
 		headers["authorization"] = token
@@ -156,7 +163,7 @@ func request(api, token string, ext map[string]string) *authv3.CheckRequest {
 		Request: &authv3.AttributeContext_Request{Http: &authv3.AttributeContext_HttpRequest{
 			Method: "GET", Path: "/pets/1.0.0/pets/7", Headers: headers,
 		}},
-		ContextExtensions: e,
+		ContextExtensions: map[string]string{model.RouteFieldsKey: model.EncodeRouteFields(fields...)},
 	}}
 }
 

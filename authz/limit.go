@@ -40,6 +40,21 @@ var descriptorShapes = [...][]struct{ key, meta string }{
 	{{ratelimit.KeyCustom, MetaCustomRules}},
 }
 
+// limits reports whether metadata carries any rate-limit descriptor.
+func limits(meta map[string]*structpb.Value) bool {
+	for _, shape := range descriptorShapes {
+		all := true
+		for _, e := range shape {
+			_, ok := meta[e.meta]
+			all = all && ok
+		}
+		if all {
+			return true
+		}
+	}
+	return false
+}
+
 // limit applies the rate limits to an allowed response: over a limit, the
 // 429 the rate-limit service would have Envoy send (throttled true); else
 // resp with the draft-03 X-RateLimit headers of the tightest limit. A

@@ -61,4 +61,21 @@ func TestLimitInCheck(t *testing.T) {
 	if resp, _ := s.Check(ctx, request("api-gold", tok, nil)); resp.GetOkResponse() == nil {
 		t.Errorf("a route without %s was limited by Check: %v", ExtLimitInAuthz, resp)
 	}
+
+	// Only Unlimited tiers: nothing to decide, and no metadata for Envoy
+	// where Check decides; all of it for Envoy's rate-limit filter where
+	// it does not.
+	for _, inAuthz := range []bool{true, false} {
+		req := request("api-unl", tok, nil)
+		if inAuthz {
+			req = request("api-unl", tok, map[string]string{ExtLimitInAuthz: "true"})
+		}
+		resp, _ := s.Check(ctx, req)
+		if resp.GetOkResponse() == nil {
+			t.Fatalf("unlimited, in Check %v: denied %v", inAuthz, resp)
+		}
+		if n := len(resp.GetDynamicMetadata().GetFields()); inAuthz != (n == 0) {
+			t.Errorf("unlimited, in Check %v: metadata %v", inAuthz, resp.GetDynamicMetadata())
+		}
+	}
 }

@@ -257,13 +257,13 @@ func TestMemosBounded(t *testing.T) {
 		}
 		seen[m.sub.APIID] = true
 	}
-	if v.memo(nil, nil, subs[0], tiers{}, backendJWTRoute{}) != nil {
+	if v.memo(nil, nil, subs[0], tiers{}, backendJWTRoute{}, false) != nil {
 		t.Error("oldest memo kept")
 	}
-	if v.memo(nil, nil, subs[len(subs)-2], tiers{}, backendJWTRoute{}) == nil {
+	if v.memo(nil, nil, subs[len(subs)-2], tiers{}, backendJWTRoute{}, false) == nil {
 		t.Error("a recent memo dropped")
 	}
-	if v.memo(nil, nil, subs[len(subs)-1], tiers{}, backendJWTRoute{}) != nil || v.memo(nil, nil, resub, tiers{}, backendJWTRoute{}) == nil {
+	if v.memo(nil, nil, subs[len(subs)-1], tiers{}, backendJWTRoute{}, false) != nil || v.memo(nil, nil, resub, tiers{}, backendJWTRoute{}, false) == nil {
 		t.Error("a replaced subscription's memo still answers")
 	}
 }

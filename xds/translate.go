@@ -69,7 +69,8 @@ const (
 	defaultVHost = "localhost"
 )
 
-// Context-extension keys the sidecar reads from every Check.
+// Route fields the sidecar reads from every Check, packed into the route's
+// one context extension (model.RouteFieldsKey).
 const (
 	CtxAPIID         = "api_id"
 	CtxAPIName       = "api_name"
@@ -489,7 +490,7 @@ func (t *translator) backend(ep *model.Endpoint) (*backend, error) {
 // contextExtensions is the per-route ext_authz configuration of one
 // operation, shared by its production and sandbox routes.
 func (t *translator) contextExtensions(api model.API, op model.Operation, resource string, hasProd, hasSandbox bool, cors *anypb.Any) (map[string]*anypb.Any, error) {
-	ext := [...]keyValue{ // sorted by extAuthzPerRoute
+	fields := [...][2]string{
 		{CtxAPIContext, api.Context},
 		{CtxAPIID, api.ID},
 		{CtxAPIName, api.Name},
@@ -505,14 +506,15 @@ func (t *translator) contextExtensions(api model.API, op model.Operation, resour
 		{}, // room for the optional ones below
 		{},
 	}
-	n := len(ext) - 2
+	n := len(fields) - 2
 	if t.in.LimitInAuthz {
-		ext[n], n = keyValue{CtxLimitInAuthz, "true"}, n+1
+		fields[n], n = [2]string{CtxLimitInAuthz, "true"}, n+1
 	}
 	if api.EnableBackendJWT {
-		ext[n], n = keyValue{CtxBackendJWT, "true"}, n+1
+		fields[n], n = [2]string{CtxBackendJWT, "true"}, n+1
 	}
-	a, err := extAuthzPerRoute(ext[:n])
+	ext := [...]keyValue{{model.RouteFieldsKey, model.EncodeRouteFields(fields[:n]...)}}
+	a, err := extAuthzPerRoute(ext[:])
 	if err != nil {
 		return nil, fmt.Errorf("operation %s: %w", resource, err)
 	}

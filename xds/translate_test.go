@@ -294,8 +294,15 @@ func TestTranslateContextExtensions(t *testing.T) {
 		"auth_type": "Application & Application User", "scopes": "pets:write pets:admin",
 		"tier": "10KPerMin", "has_sandbox": "true", "has_production": "true", "security_schemes": "oauth2",
 	}
-	if d := cmp.Diff(want, per.GetCheckSettings().GetContextExtensions()); d != "" {
-		t.Errorf("context extensions (-want +got):\n%s", d)
+	if n := len(per.GetCheckSettings().GetContextExtensions()); n != 1 {
+		t.Errorf("%d context extensions, want only %s", n, model.RouteFieldsKey)
+	}
+	got, err := model.DecodeRouteFields(per.GetCheckSettings().GetContextExtensions()[model.RouteFieldsKey])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("route fields (-want +got):\n%s", d)
 	}
 }
 
@@ -340,7 +347,7 @@ func TestTranslateLifecycle(t *testing.T) {
 					t.Fatalf("routes = %v, want a sandbox and a production route to the backend", routes)
 				}
 				var per extauthzv3.ExtAuthzPerRoute
-				if err := routes[1].GetTypedPerFilterConfig()[wellknown.HTTPExternalAuthorization].UnmarshalTo(&per); err != nil || per.GetCheckSettings().GetContextExtensions()[CtxAPIID] != id {
+				if err := routes[1].GetTypedPerFilterConfig()[wellknown.HTTPExternalAuthorization].UnmarshalTo(&per); err != nil || !strings.Contains(per.GetCheckSettings().GetContextExtensions()[model.RouteFieldsKey], CtxAPIID+"="+id) {
 					t.Errorf("ext_authz per-route config = %v (%v), want the API's context extensions", &per, err)
 				}
 				if want := []string{SidecarCluster, "http_backend_8080", "http_sandbox_9090"}; !slices.Equal(clusters, want) {
