@@ -13,6 +13,10 @@ type Fleet interface {
 	// gateway's count of the key in the window. It reports whether to admit
 	// the request; a refused request's hits are taken off the count again.
 	Admit(c FleetCount, now time.Time) bool
+	// Record shares hits already spent, which need no decision: the bytes
+	// of a finished stream against a bandwidth quota. c.Count is this
+	// gateway's count of the key with them.
+	Record(c FleetCount)
 }
 
 // FleetCount is this gateway's count of one throttle key in one window.
@@ -21,7 +25,8 @@ type FleetCount struct {
 	// (FleetKey): every gateway computes the same key for the same window.
 	Key        string
 	Start, End time.Time
-	// Limit is the policy's request count for the window.
+	// Limit is the policy's request count (bytes, for a bandwidth quota)
+	// for the window.
 	Limit int64
 	// Count is this gateway's admitted hits in the window, the request's
 	// own included.

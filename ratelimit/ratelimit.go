@@ -379,7 +379,11 @@ func (s *Server) countPolicy(kind byte, a, b string, p *model.Policy, group int,
 
 	over := n > limit
 	if bandwidth {
-		over = n >= limit
+		// What the fleet has sent counts too: this gateway may go on
+		// while its bytes stay within its share of what is left.
+		over = n >= limit || s.fleet != nil && p.StopOnQuotaReach && !s.fleet.Admit(FleetCount{
+			Key: FleetKey(kind, a, b, start), Start: start, End: end, Limit: limit, Count: n,
+		}, now)
 	} else if s.fleet != nil && hits > 0 && p.StopOnQuotaReach {
 		over = !s.fleet.Admit(FleetCount{
 			Key: FleetKey(kind, a, b, start), Start: start, End: end,
@@ -443,7 +447,10 @@ func (s *Server) countBytes(idx *gwstate.Index, counters string, bytes int64, no
 		if start.IsZero() {
 			continue
 		}
-		s.counters.add(kind, f[1], f[2], start.UnixNano(), end.UnixNano(), bytes, now.UnixNano())
+		n := s.counters.add(kind, f[1], f[2], start.UnixNano(), end.UnixNano(), bytes, now.UnixNano())
+		if s.fleet != nil && p.StopOnQuotaReach {
+			s.fleet.Record(FleetCount{Key: FleetKey(kind, f[1], f[2], start), Start: start, End: end, Limit: p.Bytes(), Count: n})
+		}
 	}
 }
 

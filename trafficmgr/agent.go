@@ -96,6 +96,11 @@ func (a *Agent) Admit(c ratelimit.FleetCount, now time.Time) bool {
 	return a.view.admit(c.Key, c.Start, c.End, c.Limit, c.Count, now)
 }
 
+// Record implements ratelimit.Fleet.
+func (a *Agent) Record(c ratelimit.FleetCount) {
+	a.view.record(c.Key, c.Start, c.End, c.Limit, c.Count)
+}
+
 // FleetSize is the number of gateways this one currently assumes.
 func (a *Agent) FleetSize() int { return a.view.size() }
 

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
+	"google.golang.org/protobuf/types/known/wrapperspb"
 
 	"github.com/apim-dev/apim/internal/events"
 	"github.com/apim-dev/apim/internal/gwstate"
@@ -366,4 +368,101 @@ func rlReq(sub, tier string) *rlsv3.RateLimitRequest {
 	return &rlsv3.RateLimitRequest{Domain: ratelimit.Domain, Descriptors: []*ratelimitv3.RateLimitDescriptor{{
 		Entries: []*ratelimitv3.RateLimitDescriptor_Entry{{Key: ratelimit.KeySubscription, Value: sub}, {Key: ratelimit.KeyTier, Value: tier}},
 	}}}
+}
+
+// Bandwidth quotas across a fleet, through a traffic manager on Kafka: two
+// gateways that each sent less than the quota, but more together, both
+// refuse once the decision reaches them.
+func TestFleetBandwidth(t *testing.T) {
+	t.Parallel()
+	ctx := t.Context()
+	emb, err := events.StartEmbedded(ctx, "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(emb.Close)
+	brokers := emb.Brokers()
+	if err := events.EnsureTopics(ctx, brokers, 4, TopicCounts, TopicDecisions); err != nil {
+		t.Fatal(err)
+	}
+	log := zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)
+	st := gwstate.NewStore()
+	st.Replace(&model.GatewayState{Environment: model.DefaultEnvironment, Policies: []model.Policy{{
+		Level: model.LevelSubscription, Name: "10KB", QuotaType: model.QuotaBandwidth, DataAmount: 10, DataUnit: "KB",
+		UnitTime: 1, TimeUnit: "hour", StopOnQuotaReach: true, Generation: 1,
+	}}})
+	m, err := NewManager(ManagerConfig{Brokers: brokers, ID: "tm-1", Logger: log, Registry: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	runCtx, stop := context.WithCancel(ctx)
+	t.Cleanup(func() { stop(); wg.Wait() })
+	wg.Go(func() {
+		if err := m.Start(runCtx); err != nil {
+			t.Errorf("traffic manager: %v", err)
+		}
+	})
+	var servers []*ratelimit.Server
+	for _, id := range []string{"gw-a", "gw-b"} {
+		a, err := NewAgent(AgentConfig{Brokers: brokers, GatewayID: id, Logger: log, Registry: prometheus.NewRegistry()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Go(func() {
+			if err := a.Start(runCtx); err != nil {
+				t.Errorf("agent %s: %v", id, err)
+			}
+		})
+		s, err := ratelimit.New(ratelimit.Config{State: st, Logger: log, Fleet: a})
+		if err != nil {
+			t.Fatal(err)
+		}
+		servers = append(servers, s)
+	}
+	check := rlReq("sub-1", "10KB")
+	over := func(s *ratelimit.Server) bool {
+		r, err := s.ShouldRateLimit(ctx, check)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.GetOverallCode() == rlsv3.RateLimitResponse_OVER_LIMIT
+	}
+	sent := func(s *ratelimit.Server, n uint64) {
+		if _, err := s.ShouldRateLimit(ctx, &rlsv3.RateLimitRequest{Domain: ratelimit.Domain, Descriptors: []*ratelimitv3.RateLimitDescriptor{{
+			Entries: []*ratelimitv3.RateLimitDescriptor_Entry{{
+				Key:   ratelimit.KeyBandwidth,
+				Value: strings.Join([]string{ratelimit.BandwidthSubscription, "sub-1", "", "10KB"}, ratelimit.CustomKeySep),
+			}},
+			HitsAddend: wrapperspb.UInt64(n),
+		}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	// 4,000 bytes on each: within either's own view and the fleet's.
+	sent(servers[0], 4000)
+	sent(servers[1], 4000)
+	for i, s := range servers {
+		if over(s) {
+			t.Fatalf("gateway %d refused at 8,000 of 10,240 bytes", i)
+		}
+	}
+	// 7,000 and 4,000: each alone is under the quota, together over it.
+	// gw-b learns of gw-a's bytes from the traffic manager only, with no
+	// request on gw-a to carry them.
+	sent(servers[0], 3000)
+	deadline := time.Now().Add(15 * time.Second)
+	for !over(servers[1]) {
+		if time.Now().After(deadline) {
+			t.Fatal("11,000 of 10,240 bytes sent by the fleet, gw-b still admits")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for !over(servers[0]) { // the decision reaches each gateway in its own time
+		if time.Now().After(deadline) {
+			t.Fatal("11,000 of 10,240 bytes sent by the fleet, gw-a still admits")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }

@@ -107,10 +107,7 @@ func (v *view) admit(key string, start, end time.Time, limit, count int64, now t
 	silent := v.silent(now)
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	k.limit = limit
-	if k.start.IsZero() {
-		k.start = start // the key was first heard of in a decision
-	}
+	k.window(start, limit)
 	if now.Before(k.throttledUntil) {
 		v.met.refusedDecision.Inc()
 		return false
@@ -129,6 +126,25 @@ func (v *view) admit(key string, start, end time.Time, limit, count int64, now t
 		v.met.admittedDisconnected.Inc()
 	}
 	return true
+}
+
+// record notes hits that this gateway spent without a decision, which made
+// its count of key count: they are published as admitted ones are.
+func (v *view) record(key string, start, end time.Time, limit, count int64) {
+	k := v.key(key, start, end, limit)
+	k.mu.Lock()
+	k.window(start, limit)
+	k.local = max(k.local, count)
+	k.mu.Unlock()
+}
+
+// window sets the key's limit, and its start if it was first heard of in
+// a decision, which has none. Call with k.mu held.
+func (k *keyView) window(start time.Time, limit int64) {
+	k.limit = limit
+	if k.start.IsZero() {
+		k.start = start
+	}
 }
 
 // apply merges a message from TopicDecisions.
