@@ -26,12 +26,19 @@ import (
 // connection to them.
 func serveGRPC(t testing.TB, s *Server) *grpc.ClientConn {
 	t.Helper()
+	return serveAuthz(t, s)
+}
+
+// serveAuthz serves a as envoy.service.auth.v3.Authorization, with the
+// health service beside it, on loopback, and returns a client connection.
+func serveAuthz(t testing.TB, a authv3.AuthorizationServer) *grpc.ClientConn {
+	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	g := grpc.NewServer()
-	s.Register(g)
+	authv3.RegisterAuthorizationServer(g, a)
 	healthpb.RegisterHealthServer(g, health.NewServer())
 	go func() { _ = g.Serve(lis) }()
 	t.Cleanup(g.Stop)

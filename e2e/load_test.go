@@ -5,6 +5,7 @@ import (
 	"cmp"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -15,6 +16,11 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
+	"google.golang.org/grpc"
+
+	"github.com/apim-dev/apim/internal/grpcbench"
 )
 
 // Load benchmark settings: bounded runs on loopback, as issue 4 asks.
@@ -37,10 +43,12 @@ var loadModes = []struct{ name, rateLimitMode string }{
 }
 
 // BenchmarkLoad measures requests per second and latency through Envoy with
-// wrk, for three configurations in the same run: plain Envoy routing to the
+// wrk, for four configurations in the same run: plain Envoy routing to the
 // sample backend (a static bootstrap, no ext_authz or rate-limit filter, the
-// same Envoy binary), apim's Envoy with OAuth2 and a subscription tier that
-// limits (100,000,000 requests a minute: counted, never refused), and apim's
+// same Envoy binary); the same route behind an ext_authz filter whose
+// server allows everything unread (the ceiling of any side-call design);
+// apim's Envoy with OAuth2 and a subscription tier that limits
+// (100,000,000 requests a minute: counted, never refused); and apim's
 // Envoy with OAuth2 and only Unlimited tiers (no rate-limit call). Each
 // configuration runs loadRounds times, interleaved, and the median run is
 // reported. Run it with -benchtime 1x (make bench-load): one iteration is the
@@ -89,10 +97,11 @@ func loadSeries(b *testing.B, rateLimitMode string) {
 			return ""
 		})
 	}
-	plain := e.startPlainEnvoy()
+	plain, allow := e.startPlainEnvoy()
 
 	targets := []loadTarget{
 		{name: "plain", url: plain + "/backend/items/1"},
+		{name: "allow-all-authz", url: allow + "/backend/items/1", token: token},
 		{name: "auth-ratelimit", url: e.gwURL + "/loadlimited/1.0.0/items/1", token: token, limited: true},
 		{name: "auth-only", url: e.gwURL + "/loadopen/1.0.0/items/1", token: token},
 	}
@@ -135,6 +144,7 @@ func loadSeries(b *testing.B, rateLimitMode string) {
 	}
 	b.ReportMetric(med["auth-ratelimit"].rps/med["plain"].rps, "ratelimit/plain")
 	b.ReportMetric(med["auth-only"].rps/med["plain"].rps, "authonly/plain")
+	b.ReportMetric(med["allow-all-authz"].rps/med["plain"].rps, "allowall/plain")
 }
 
 // wrkResult is what one wrk run measured.
@@ -199,31 +209,17 @@ func runWrk(b *testing.B, t loadTarget, d time.Duration) wrkResult {
 }
 
 // plainBootstrap is a static Envoy with one route to the sample backend and
-// no other filter than the router: the baseline of the load benchmark.
+// no other filter than the router: the baseline of the load benchmark. A
+// second listener puts an ext_authz filter in front of the same route,
+// calling a server that allows every request without looking at it: the
+// most any ext_authz side call could leave of plain Envoy's throughput.
+// Its arguments: the admin port, the two listeners (plainListener) and the
+// ports of the backend and of the allow-all server.
 const plainBootstrap = `admin:
   address: {socket_address: {address: 127.0.0.1, port_value: %d}}
 static_resources:
   listeners:
-  - name: plain
-    address: {socket_address: {address: 127.0.0.1, port_value: %d}}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: plain
-          route_config:
-            virtual_hosts:
-            - name: backend
-              domains: ["*"]
-              routes:
-              - match: {prefix: "/"}
-                route: {cluster: backend}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
+%s%s  clusters:
   - name: backend
     type: STATIC
     connect_timeout: 5s
@@ -232,29 +228,94 @@ static_resources:
       endpoints:
       - lb_endpoints:
         - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %s}}}
+  - name: allow_all
+    type: STATIC
+    connect_timeout: 5s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {http2_protocol_options: {}}
+    load_assignment:
+      cluster_name: allow_all
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {address: {socket_address: {address: 127.0.0.1, port_value: %d}}}
 `
 
+// plainListener is a listener of plainBootstrap: its name, port, and the
+// HTTP filters before the router.
+const plainListener = `  - name: %[1]s
+    address: {socket_address: {address: 127.0.0.1, port_value: %[2]d}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: %[1]s
+          route_config:
+            virtual_hosts:
+            - name: backend
+              domains: ["*"]
+              routes:
+              - match: {prefix: "/"}
+                route: {cluster: backend}
+          http_filters:
+%[3]s          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+`
+
+// allowAllFilter is the ext_authz filter of the allow-all listener.
+const allowAllFilter = `          - name: envoy.filters.http.ext_authz
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+              transport_api_version: V3
+              encode_raw_headers: true
+              grpc_service: {envoy_grpc: {cluster_name: allow_all}}
+`
+
+// serveAllowAll serves grpcbench.AllowAll in the test process, beside the sample
+// backend, until the test ends, and returns its port.
+func (e *env) serveAllowAll() int {
+	e.t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	g := grpc.NewServer()
+	authv3.RegisterAuthorizationServer(g, grpcbench.AllowAll{})
+	go g.Serve(l)
+	e.t.Cleanup(g.Stop)
+	return l.Addr().(*net.TCPAddr).Port
+}
+
 // startPlainEnvoy starts a second Envoy, from the same binary, with
-// plainBootstrap, and returns its base URL once it routes to the backend.
-func (e *env) startPlainEnvoy() string {
+// plainBootstrap, and returns the base URLs of its two listeners, plain and
+// with the allow-all ext_authz, once both route to the backend.
+func (e *env) startPlainEnvoy() (plain, allow string) {
 	e.t.Helper()
 	backendPort := e.backend[strings.LastIndexByte(e.backend, ':')+1:]
-	adminPort, port := freePort(e.t), freePort(e.t)
+	adminPort, port, allowPort := freePort(e.t), freePort(e.t), freePort(e.t)
 	file := filepath.Join(e.dataDir, "plain-envoy.yaml")
-	if err := os.WriteFile(file, fmt.Appendf(nil, plainBootstrap, adminPort, port, backendPort), 0o600); err != nil {
+	bootstrap := fmt.Appendf(nil, plainBootstrap, adminPort,
+		fmt.Sprintf(plainListener, "plain", port, ""), fmt.Sprintf(plainListener, "allow_all", allowPort, allowAllFilter),
+		backendPort, e.serveAllowAll())
+	if err := os.WriteFile(file, bootstrap, 0o600); err != nil {
 		e.t.Fatal(err)
 	}
 	p := e.spawn("plain-envoy", envoyBin, "-c", file, "--base-id", strconv.Itoa(adminPort), "--log-level", "warn")
 	e.waitHTTP(fmt.Sprintf("http://127.0.0.1:%d/ready", adminPort), p, 60*time.Second)
-	url := fmt.Sprintf("http://127.0.0.1:%d", port)
-	e.eventually(10*time.Second, func() string {
-		status, body := e.gatewayAt(url, "/backend/items/1")
-		if status != 200 || !strings.Contains(body, `"path":"/backend/items/1"`) {
-			return fmt.Sprintf("plain Envoy: %d %s", status, body)
-		}
-		return ""
-	})
-	return url
+	plain, allow = fmt.Sprintf("http://127.0.0.1:%d", port), fmt.Sprintf("http://127.0.0.1:%d", allowPort)
+	for _, url := range []string{plain, allow} {
+		e.eventually(10*time.Second, func() string {
+			status, body := e.gatewayAt(url, "/backend/items/1")
+			if status != 200 || !strings.Contains(body, `"path":"/backend/items/1"`) {
+				return fmt.Sprintf("plain Envoy at %s: %d %s", url, status, body)
+			}
+			return ""
+		})
+	}
+	return plain, allow
 }
 
 // gatewayAt is a GET of base+path; it returns the status and the body.
