@@ -118,9 +118,10 @@ func (s *Server) handleRegister(w http.ResponseWriter, r *http.Request) {
 		writeOAuthError(w, http.StatusForbidden, "access_denied", "Only an admin may register a client for another owner.")
 		return
 	}
-	var redirects []string
-	if reg.CallbackURL != "" {
-		redirects = []string{reg.CallbackURL}
+	redirects, err := redirectURIs(reg.CallbackURL, grants)
+	if err != nil {
+		writeOAuthError(w, http.StatusBadRequest, "invalid_redirect_uri", err.Error())
+		return
 	}
 
 	var (

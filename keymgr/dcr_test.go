@@ -111,19 +111,20 @@ func TestDCRRefusals(t *testing.T) {
 		wantStatus           int
 		wantCode, wantText   string
 	}{
-		"no basic auth":    {"", "", publisherDCR, http.StatusUnauthorized, "invalid_client", ""},
-		"wrong password":   {"admin", "wrong", publisherDCR, http.StatusUnauthorized, "invalid_client", ""},
-		"unknown user":     {"nobody", "admin-password-1", publisherDCR, http.StatusUnauthorized, "invalid_client", ""},
-		"malformed JSON":   {"admin", "admin-password-1", `{"clientName":`, http.StatusBadRequest, "invalid_client_metadata", "malformed"},
-		"not an object":    {"admin", "admin-password-1", `["x"]`, http.StatusBadRequest, "invalid_client_metadata", "malformed"},
-		"trailing data":    {"admin", "admin-password-1", `{"clientName":"a"} {}`, http.StatusBadRequest, "invalid_client_metadata", "trailing"},
-		"unknown field":    {"admin", "admin-password-1", `{"clientName":"a","isAdmin":true}`, http.StatusBadRequest, "invalid_client_metadata", "isAdmin"},
-		"no clientName":    {"admin", "admin-password-1", `{"owner":"admin","grantType":"password"}`, http.StatusBadRequest, "invalid_client_metadata", "clientName"},
-		"unknown grant":    {"admin", "admin-password-1", `{"clientName":"a","grantType":"password magic"}`, http.StatusBadRequest, "invalid_client_metadata", "magic"},
-		"other owner":      {"alice", "alice-password-1", `{"clientName":"a","owner":"admin"}`, http.StatusForbidden, "access_denied", ""},
-		"body too large":   {"admin", "admin-password-1", `{"clientName":"` + strings.Repeat("a", maxRegistrationBody) + `"}`, http.StatusBadRequest, "invalid_request", ""},
-		"wrong type":       {"admin", "admin-password-1", `{"clientName":"a","saasApp":"yes"}`, http.StatusBadRequest, "invalid_client_metadata", "saasApp"},
-		"blank clientName": {"admin", "admin-password-1", `{"clientName":"  "}`, http.StatusBadRequest, "invalid_client_metadata", "clientName"},
+		"no basic auth":     {"", "", publisherDCR, http.StatusUnauthorized, "invalid_client", ""},
+		"wrong password":    {"admin", "wrong", publisherDCR, http.StatusUnauthorized, "invalid_client", ""},
+		"unknown user":      {"nobody", "admin-password-1", publisherDCR, http.StatusUnauthorized, "invalid_client", ""},
+		"malformed JSON":    {"admin", "admin-password-1", `{"clientName":`, http.StatusBadRequest, "invalid_client_metadata", "malformed"},
+		"not an object":     {"admin", "admin-password-1", `["x"]`, http.StatusBadRequest, "invalid_client_metadata", "malformed"},
+		"trailing data":     {"admin", "admin-password-1", `{"clientName":"a"} {}`, http.StatusBadRequest, "invalid_client_metadata", "trailing"},
+		"unknown field":     {"admin", "admin-password-1", `{"clientName":"a","isAdmin":true}`, http.StatusBadRequest, "invalid_client_metadata", "isAdmin"},
+		"no clientName":     {"admin", "admin-password-1", `{"owner":"admin","grantType":"password"}`, http.StatusBadRequest, "invalid_client_metadata", "clientName"},
+		"unknown grant":     {"admin", "admin-password-1", `{"clientName":"a","grantType":"password magic"}`, http.StatusBadRequest, "invalid_client_metadata", "magic"},
+		"other owner":       {"alice", "alice-password-1", `{"clientName":"a","owner":"admin"}`, http.StatusForbidden, "access_denied", ""},
+		"body too large":    {"admin", "admin-password-1", `{"clientName":"` + strings.Repeat("a", maxRegistrationBody) + `"}`, http.StatusBadRequest, "invalid_request", ""},
+		"wrong type":        {"admin", "admin-password-1", `{"clientName":"a","saasApp":"yes"}`, http.StatusBadRequest, "invalid_client_metadata", "saasApp"},
+		"blank clientName":  {"admin", "admin-password-1", `{"clientName":"  "}`, http.StatusBadRequest, "invalid_client_metadata", "clientName"},
+		"relative callback": {"admin", "admin-password-1", `{"clientName":"a","grantType":"authorization_code","callbackUrl":"/cb"}`, http.StatusBadRequest, "invalid_redirect_uri", "not absolute"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

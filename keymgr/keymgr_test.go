@@ -105,7 +105,7 @@ func (e *testEnv) appClient(t *testing.T, owner, name string, grants ...string) 
 	ctx := context.Background()
 	err := pgx.BeginFunc(ctx, e.apim, func(tx pgx.Tx) error {
 		var err error
-		id, secret, err = e.s.RegisterClient(ctx, tx, owner, name, grants)
+		id, secret, err = e.s.RegisterClient(ctx, tx, owner, name, grants, "")
 		return err
 	})
 	if err != nil {
@@ -589,7 +589,7 @@ func TestRegisterClientValidates(t *testing.T) {
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {
 			err := pgx.BeginFunc(ctx, e.apim, func(tx pgx.Tx) error {
-				_, _, err := e.s.RegisterClient(ctx, tx, tc.owner, tc.name, tc.grants)
+				_, _, err := e.s.RegisterClient(ctx, tx, tc.owner, tc.name, tc.grants, "")
 				return err
 			})
 			if !errors.Is(err, tc.want) {
@@ -602,7 +602,7 @@ func TestRegisterClientValidates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, _, err := e.s.RegisterClient(ctx, tx, "alice", "app", []string{GrantClientCredentials})
+	id, _, err := e.s.RegisterClient(ctx, tx, "alice", "app", []string{GrantClientCredentials}, "")
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -240,7 +240,7 @@ func TestClientTokenValidity(t *testing.T) {
 		t.Run(tokenType, func(t *testing.T) {
 			id, secret := e.appWith(t, "bob", tokenType, "", GrantClientCredentials, GrantPassword, GrantRefreshToken)
 			if err := pgx.BeginFunc(ctx, e.apim, func(tx pgx.Tx) error {
-				return e.s.UpdateClient(ctx, tx, id, nil, &v)
+				return e.s.UpdateClient(ctx, tx, id, nil, nil, &v)
 			}); err != nil {
 				t.Fatal(err)
 			}
@@ -291,7 +291,7 @@ func TestClientTokenValidity(t *testing.T) {
 
 			// Back to the defaults.
 			if err := pgx.BeginFunc(ctx, e.apim, func(tx pgx.Tx) error {
-				return e.s.UpdateClient(ctx, tx, id, []string{GrantClientCredentials}, &TokenValidity{})
+				return e.s.UpdateClient(ctx, tx, id, []string{GrantClientCredentials}, nil, &TokenValidity{})
 			}); err != nil {
 				t.Fatal(err)
 			}
@@ -324,7 +324,7 @@ func TestClientTokenValidity(t *testing.T) {
 			"unknown grant":  {id, []string{"magic"}, TokenValidity{}, ErrGrantTypes},
 			"unknown client": {"nobody", nil, TokenValidity{ApplicationAccessToken: time.Minute}, ErrClientNotFound},
 		} {
-			err := pgx.BeginFunc(ctx, e.apim, func(tx pgx.Tx) error { return e.s.UpdateClient(ctx, tx, c.id, c.grants, &c.v) })
+			err := pgx.BeginFunc(ctx, e.apim, func(tx pgx.Tx) error { return e.s.UpdateClient(ctx, tx, c.id, c.grants, nil, &c.v) })
 			if !errors.Is(err, c.want) {
 				t.Errorf("%s: %v, want %v", name, err, c.want)
 			}

@@ -65,9 +65,16 @@ func seconds(d time.Duration) *int64 {
 
 // UpdateClient changes an application's OAuth client inside the caller's
 // transaction (the one that writes or finds its key mapping): its grant
-// types when grantTypes is not empty, its token lifetimes when v is not
-// nil. The token endpoint uses them from the next token on.
-func (s *Server) UpdateClient(ctx context.Context, tx pgx.Tx, clientID string, grantTypes []string, v *TokenValidity) error {
+// types when grantTypes is not empty, its redirect URI when callback is not
+// nil ("" for none; kept for the authorization code grant only, so grant
+// types without it drop the one it had), its token lifetimes when v is not
+// nil. The token and authorize endpoints use them from the next request on.
+func (s *Server) UpdateClient(ctx context.Context, tx pgx.Tx, clientID string, grantTypes []string, callback *string, v *TokenValidity) error {
+	if callback != nil || len(grantTypes) > 0 {
+		if err := setRedirectURIs(ctx, tx, clientID, grantTypes, callback); err != nil {
+			return err
+		}
+	}
 	if len(grantTypes) > 0 {
 		if err := validateGrantTypes(grantTypes); err != nil {
 			return err
@@ -100,9 +107,39 @@ func (s *Server) UpdateClient(ctx context.Context, tx pgx.Tx, clientID string, g
 	return nil
 }
 
+// setRedirectURIs sets a client's redirect URIs from callback (nil: its
+// current one) for its grant types (grants, or its current ones when
+// empty).
+func setRedirectURIs(ctx context.Context, tx pgx.Tx, clientID string, grants []string, callback *string) error {
+	var current []string
+	var have string
+	if err := tx.QueryRow(ctx, `SELECT grant_types, coalesce(redirect_uris[1], '') FROM oauth_clients WHERE client_id = $1 FOR UPDATE`,
+		clientID).Scan(&current, &have); errors.Is(err, pgx.ErrNoRows) {
+		return fmt.Errorf("set callback URL of %s: %w", clientID, ErrClientNotFound)
+	} else if err != nil {
+		return fmt.Errorf("set callback URL of %s: %w", clientID, err)
+	}
+	if len(grants) == 0 {
+		grants = current
+	}
+	if callback == nil {
+		callback = &have
+	}
+	redirects, err := redirectURIs(*callback, grants)
+	if err != nil {
+		return err
+	}
+	if _, err := tx.Exec(ctx, `UPDATE oauth_clients SET redirect_uris = $2 WHERE client_id = $1`, clientID, redirects); err != nil {
+		return fmt.Errorf("set callback URL of %s: %w", clientID, err)
+	}
+	return nil
+}
+
 // ClientInfo is what the developer portal shows of an OAuth client.
 type ClientInfo struct {
 	GrantTypes []string
+	// Callback is its redirect URI (WSO2's callbackUrl), "" for none.
+	Callback string
 	// Validity holds the lifetimes its tokens get: its own, or the key
 	// manager's default where it has none.
 	Validity TokenValidity
@@ -132,7 +169,11 @@ func (s *Server) ClientInfo(ctx context.Context, clientID string) (ClientInfo, e
 	if v.RefreshToken == 0 {
 		v.RefreshToken = s.cfg.RefreshTokenTTL
 	}
-	return ClientInfo{GrantTypes: c.GrantTypes, Validity: v}, nil
+	info := ClientInfo{GrantTypes: c.GrantTypes, Validity: v}
+	if len(c.RedirectURIs) > 0 {
+		info.Callback = c.RedirectURIs[0]
+	}
+	return info, nil
 }
 
 // revocationMargin is added to the time a secret is regenerated to make the

@@ -9,6 +9,9 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"net/url"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -213,7 +216,46 @@ var (
 	ErrClientNameRequired  = errors.New("client name is required")
 	ErrClientOwnerRequired = errors.New("client owner is required")
 	ErrGrantTypes          = errors.New("grant types are invalid")
+	ErrRedirectURI         = errors.New("callback URL is invalid")
 )
+
+// maxRedirectURI bounds a callback URL's length.
+const maxRedirectURI = 2048
+
+// ValidateRedirectURI checks a client's callback URL as RFC 6749 3.1.2
+// asks: absolute, without a fragment; an http(s) one names a host. Custom
+// schemes (native apps, RFC 8252) are accepted. The authorize endpoint
+// then requires an exact match.
+func ValidateRedirectURI(uri string) error {
+	u, err := url.Parse(uri)
+	switch {
+	case len(uri) > maxRedirectURI:
+		return fmt.Errorf("%w: longer than %d characters", ErrRedirectURI, maxRedirectURI)
+	case err != nil:
+		return fmt.Errorf("%w: %q is not a URL", ErrRedirectURI, uri)
+	case !u.IsAbs():
+		return fmt.Errorf("%w: %q is not absolute", ErrRedirectURI, uri)
+	case u.Fragment != "" || strings.Contains(uri, "#"):
+		return fmt.Errorf("%w: %q has a fragment", ErrRedirectURI, uri)
+	case (u.Scheme == "http" || u.Scheme == "https") && u.Host == "":
+		return fmt.Errorf("%w: %q has no host", ErrRedirectURI, uri)
+	}
+	return nil
+}
+
+// redirectURIs is the redirect URI list of a client of grants with
+// callback. Only the authorization code grant redirects: for a client
+// without it the callback is not kept, and not checked (WSO2's own DCR
+// example sends "www.google.lk" with client_credentials).
+func redirectURIs(callback string, grants []string) ([]string, error) {
+	if callback == "" || !slices.Contains(grants, GrantAuthorizationCode) {
+		return []string{}, nil
+	}
+	if err := ValidateRedirectURI(callback); err != nil {
+		return nil, err
+	}
+	return []string{callback}, nil
+}
 
 func validateGrantTypes(grantTypes []string) error {
 	if len(grantTypes) == 0 {
@@ -231,8 +273,14 @@ func validateGrantTypes(grantTypes []string) error {
 // transaction and returns its id and secret. Only the secret's hash is
 // stored, so the secret is shown this once. The client is an application
 // client: its tokens get the default scope, never its owner's role scopes.
-func (s *Server) RegisterClient(ctx context.Context, tx pgx.Tx, owner, name string, grantTypes []string) (clientID, secret string, err error) {
-	return insertClient(ctx, tx, clientKindApplication, owner, name, grantTypes, nil)
+// callback, when not "", is its one redirect URI (WSO2's callbackUrl),
+// kept for the authorization code grant only.
+func (s *Server) RegisterClient(ctx context.Context, tx pgx.Tx, owner, name string, grantTypes []string, callback string) (clientID, secret string, err error) {
+	redirects, err := redirectURIs(callback, grantTypes)
+	if err != nil {
+		return "", "", err
+	}
+	return insertClient(ctx, tx, clientKindApplication, owner, name, grantTypes, redirects)
 }
 
 // DeleteClients deletes OAuth clients, an application's, inside the caller's

@@ -37,6 +37,7 @@ func (p *Portal) devportalRoutes(r chi.Router) {
 	r.With(p.authorize(scopesApps...)).Delete("/applications/{applicationId}", p.deleteApplication)
 	r.With(p.authorize(scopesApps...)).Post("/applications/{applicationId}/generate-keys", p.generateKeys)
 	r.With(p.authorize(scopesApps...)).Post("/applications/{applicationId}/map-keys", p.mapKeys) // keymanagers.go
+	r.With(p.authorize(scopesApps...)).Get("/applications/{applicationId}/oauth-keys/{keyMappingId}", p.getOAuthKeys)
 	r.With(p.authorize(scopesApps...)).Put("/applications/{applicationId}/oauth-keys/{keyMappingId}", p.updateOAuthKeys)
 	r.With(p.authorize(scopesApps...)).Post("/applications/{applicationId}/oauth-keys/{keyMappingId}/regenerate-secret", p.regenerateSecret)
 	r.With(p.authorize(scopesAPIKeys...)).Post("/applications/{applicationId}/api-keys/{keyType}/generate", p.generateAPIKey)
@@ -251,6 +252,7 @@ func (p *Portal) generateKeys(w http.ResponseWriter, r *http.Request) {
 			problems = append(problems, "grantTypesToBeSupported "+g+" is not a supported grant type")
 		}
 	}
+	problems = append(problems, callbackProblems(in.CallbackURL, in.GrantTypesToBeSupported)...)
 	validity, ps := keyValidity(in.ValidityTime, in.AdditionalProperties)
 	problems = append(problems, ps...)
 	if len(problems) > 0 {
@@ -267,11 +269,11 @@ func (p *Portal) generateKeys(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	register := func(ctx context.Context, tx pgx.Tx) (string, string, error) {
-		id, secret, err := p.clients.RegisterClient(ctx, tx, owner, owner+"_"+app.Name+"_"+in.KeyType, in.GrantTypesToBeSupported)
+		id, secret, err := p.clients.RegisterClient(ctx, tx, owner, owner+"_"+app.Name+"_"+in.KeyType, in.GrantTypesToBeSupported, in.CallbackURL)
 		if err == nil && ck != nil && validity != (keymgr.TokenValidity{}) {
-			err = errKeymgr(ck.UpdateClient(ctx, tx, id, nil, &validity))
+			err = ck.UpdateClient(ctx, tx, id, nil, nil, &validity)
 		}
-		return id, secret, err
+		return id, secret, errKeymgr(err)
 	}
 	km, secret, err := p.store.CreateKeyMapping(r.Context(), appID, owner, in.KeyType, register)
 	if err != nil {

@@ -469,10 +469,18 @@ func (p *Portal) mapKeys(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store") // it echoes the secret
-	writeJSON(w, http.StatusOK, applicationKeyDTO{
-		KeyMappingID: km.ID, KeyManager: km.KeyManager, ConsumerKey: km.ConsumerKey, ConsumerSecret: in.ConsumerSecret,
+	out := mappedKeyDTO(km)
+	out.ConsumerSecret = in.ConsumerSecret
+	writeJSON(w, http.StatusOK, out)
+}
+
+// mappedKeyDTO is the ApplicationKeyDTO of keys mapped from an external key
+// manager: what apim knows of them, no grant types.
+func mappedKeyDTO(km *model.KeyMapping) applicationKeyDTO {
+	return applicationKeyDTO{
+		KeyMappingID: km.ID, KeyManager: km.KeyManager, ConsumerKey: km.ConsumerKey,
 		SupportedGrantTypes: []string{}, KeyState: "COMPLETED", KeyType: km.KeyType, Mode: "MAPPED",
-	})
+	}
 }
 
 // proveClient checks, as WSO2 does with its key managers, that secret

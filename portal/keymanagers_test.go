@@ -190,6 +190,11 @@ func TestKeyManagersWithHydra(t *testing.T) {
 	if keys.KeyMappingID == "" || keys.KeyManager != "Hydra" || keys.ConsumerKey != c.ID || keys.KeyType != "PRODUCTION" || keys.Mode != "MAPPED" || keys.KeyState != "COMPLETED" {
 		t.Errorf("mapped %+v", keys)
 	}
+	// Read back: the same keys, never the secret.
+	read := e.call("GET", devBase+"/applications/"+app.ApplicationID+"/oauth-keys/"+keys.KeyMappingID, "bob-token", nil)
+	if body := string(read.body); read.status != 200 || !strings.Contains(body, `"mode":"MAPPED"`) || !strings.Contains(body, c.ID) || strings.Contains(body, c.Secret) {
+		t.Errorf("GET oauth-keys of mapped keys: %d %s", read.status, body)
+	}
 	if got := e.outbox() - n; got != 1 {
 		t.Errorf("map-keys wrote %d outbox rows, want 1", got)
 	}

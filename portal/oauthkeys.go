@@ -5,6 +5,7 @@ import (
 	"errors"
 	"math"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -22,7 +23,7 @@ import (
 // portal uses it when Config.Clients implements it too; otherwise the
 // oauth-keys routes answer 501 and generate-keys keeps no lifetimes.
 type ClientKeys interface {
-	UpdateClient(ctx context.Context, tx pgx.Tx, clientID string, grantTypes []string, v *keymgr.TokenValidity) error
+	UpdateClient(ctx context.Context, tx pgx.Tx, clientID string, grantTypes []string, callback *string, v *keymgr.TokenValidity) error
 	ClientInfo(ctx context.Context, clientID string) (keymgr.ClientInfo, error)
 	RegenerateSecret(ctx context.Context, tx pgx.Tx, clientID string) (string, error)
 }
@@ -183,16 +184,53 @@ func (p *Portal) updateOAuthKeys(w http.ResponseWriter, r *http.Request) {
 		if in.KeyType != "" && in.KeyType != km.KeyType {
 			ps = append(ps, "keyType is "+km.KeyType+"; it cannot be changed")
 		}
+		if in.CallbackURL != nil || len(in.SupportedGrantTypes) > 0 {
+			// The client's callback and grants as they will be.
+			info, err := ck.ClientInfo(ctx, km.ConsumerKey)
+			if err != nil {
+				return errKeymgr(err)
+			}
+			cb, grants := info.Callback, info.GrantTypes
+			if in.CallbackURL != nil {
+				cb = *in.CallbackURL
+			}
+			if len(in.SupportedGrantTypes) > 0 {
+				grants = in.SupportedGrantTypes
+			}
+			ps = append(ps, callbackProblems(cb, grants)...)
+		}
 		if len(ps) > 0 {
 			return &store.Error{Kind: store.ErrInvalid, Message: strings.Join(ps, "; ")}
 		}
-		return errKeymgr(ck.UpdateClient(ctx, tx, km.ConsumerKey, in.SupportedGrantTypes, validity))
+		return errKeymgr(ck.UpdateClient(ctx, tx, km.ConsumerKey, in.SupportedGrantTypes, in.CallbackURL, validity))
 	})
 	if err != nil {
 		p.fail(w, r, err)
 		return
 	}
 	p.writeKeys(w, r, ck, km)
+}
+
+// getOAuthKeys is GET /applications/{applicationId}/oauth-keys/{keyMappingId}:
+// the key mapping's ApplicationKeyDTO, without secret.
+func (p *Portal) getOAuthKeys(w http.ResponseWriter, r *http.Request) {
+	kmID := chi.URLParam(r, "keyMappingId")
+	kms, err := p.store.ListKeyMappings(r.Context(), chi.URLParam(r, "applicationId"), subject(r))
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	i := slices.IndexFunc(kms, func(km model.KeyMapping) bool { return km.ID == kmID })
+	switch {
+	case i < 0:
+		p.fail(w, r, &store.Error{Kind: store.ErrNotFound, Message: "key mapping " + kmID + " not found"})
+	case kms[i].KeyManagerID != "":
+		writeJSON(w, http.StatusOK, mappedKeyDTO(&kms[i]))
+	default:
+		if ck := p.clientKeys(w); ck != nil {
+			p.writeKeys(w, r, ck, &kms[i])
+		}
+	}
 }
 
 // writeKeys answers with a key mapping's ApplicationKeyDTO, without secret.
@@ -202,11 +240,31 @@ func (p *Portal) writeKeys(w http.ResponseWriter, r *http.Request, ck ClientKeys
 		p.fail(w, r, errKeymgr(err))
 		return
 	}
-	writeJSON(w, http.StatusOK, applicationKeyDTO{
+	out := applicationKeyDTO{
 		KeyMappingID: km.ID, KeyManager: km.KeyManager, ConsumerKey: km.ConsumerKey,
 		SupportedGrantTypes: nonNilStrings(info.GrantTypes), KeyState: "COMPLETED", KeyType: km.KeyType, Mode: "CREATED",
 		AdditionalProperties: validityProperties(info.Validity),
-	})
+	}
+	if info.Callback != "" {
+		out.CallbackURL = &info.Callback
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// callbackProblems checks a callbackUrl ("" for none) for a client of
+// grants: the authorization code grant needs one to redirect to. Without
+// that grant it is not kept (keymgr), so not checked.
+func callbackProblems(callback string, grants []string) []string {
+	switch {
+	case !slices.Contains(grants, keymgr.GrantAuthorizationCode):
+		return nil
+	case callback == "":
+		return []string{"callbackUrl is required for the authorization_code grant"}
+	}
+	if err := keymgr.ValidateRedirectURI(callback); err != nil {
+		return []string{"callbackUrl: " + err.Error()}
+	}
+	return nil
 }
 
 // consumerSecretDTO is WSO2's ConsumerSecretDTO.

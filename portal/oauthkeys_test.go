@@ -377,3 +377,77 @@ func TestRegenerateConsumerSecret(t *testing.T) {
 		t.Errorf("the regeneration was not logged: %s", e.logs)
 	}
 }
+
+// WSO2's callbackUrl is the client's redirect URI: required for the
+// authorization code grant, checked, shown, and replaced by PUT.
+func TestOAuthKeysCallback(t *testing.T) {
+	e := newKeysEnv(t)
+	app := e.app("callback", "JWT")
+	generate := devBase + "/applications/" + app + "/generate-keys"
+	for name, c := range map[string]struct {
+		body map[string]any
+		want string
+	}{
+		"code grant, no callback": {map[string]any{"keyType": "PRODUCTION", "grantTypesToBeSupported": []string{"authorization_code"}}, "callbackUrl is required for the authorization_code grant"},
+		"relative callback":       {map[string]any{"keyType": "PRODUCTION", "grantTypesToBeSupported": []string{"authorization_code"}, "callbackUrl": "/cb"}, "not absolute"},
+		"callback with fragment":  {map[string]any{"keyType": "PRODUCTION", "grantTypesToBeSupported": []string{"authorization_code"}, "callbackUrl": "https://a.example/cb#x"}, "fragment"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			e.t = t
+			e.rejects(400, func() resp { return e.call("POST", generate, "bob-token", c.body) }, c.want)
+		})
+	}
+	e.t = t
+
+	var keys struct {
+		KeyMappingID, ConsumerKey string
+		CallbackURL               *string
+	}
+	const first, second = "https://app.example.com/first", "https://app.example.com/second"
+	e.must(e.call("POST", generate, "bob-token", map[string]any{
+		"keyType": "PRODUCTION", "grantTypesToBeSupported": []string{"authorization_code", "refresh_token"}, "callbackUrl": first,
+	}), 200, &keys)
+	path := devBase + "/applications/" + app + "/oauth-keys/" + keys.KeyMappingID
+	callback := func() string {
+		t.Helper()
+		var got struct{ CallbackURL *string }
+		e.must(e.call("GET", path, "bob-token", nil), 200, &got)
+		if got.CallbackURL == nil {
+			return ""
+		}
+		return *got.CallbackURL
+	}
+	if keys.CallbackURL == nil || *keys.CallbackURL != first || callback() != first {
+		t.Errorf("generate-keys answered %v, GET %q; want %s", keys.CallbackURL, callback(), first)
+	}
+	if info, err := e.km.ClientInfo(e.ctx, keys.ConsumerKey); err != nil || info.Callback != first {
+		t.Errorf("the key manager has %+v, %v", info, err)
+	}
+
+	e.rejects(400, func() resp {
+		return e.call("PUT", path, "bob-token", map[string]any{"supportedGrantTypes": []string{"authorization_code"}, "callbackUrl": ""})
+	}, "callbackUrl is required")
+	e.rejects(400, func() resp { return e.call("PUT", path, "bob-token", map[string]any{"callbackUrl": "not a url"}) }, "callbackUrl")
+	if got := callback(); got != first {
+		t.Errorf("callback %q after refused updates, want %q", got, first)
+	}
+	// Grants alone keep the callback; a new one replaces it.
+	e.must(e.call("PUT", path, "bob-token", map[string]any{"supportedGrantTypes": []string{"authorization_code"}}), 200, nil)
+	e.must(e.call("PUT", path, "bob-token", map[string]any{"callbackUrl": second}), 200, nil)
+	if got := callback(); got != second {
+		t.Errorf("callback %q, want %q", got, second)
+	}
+	// Without the code grant a client keeps no callback, whatever is sent
+	// (WSO2's examples send "www.google.lk").
+	e.must(e.call("PUT", path, "bob-token", map[string]any{"supportedGrantTypes": []string{"client_credentials"}, "callbackUrl": "www.google.lk"}), 200, nil)
+	if got := callback(); got != "" {
+		t.Errorf("callback %q without the code grant", got)
+	}
+	var cc struct{ KeyMappingID string }
+	e.must(e.call("POST", generate, "bob-token", map[string]any{
+		"keyType": "SANDBOX", "grantTypesToBeSupported": []string{"client_credentials"}, "callbackUrl": "www.google.lk",
+	}), 200, &cc)
+	e.must(e.call("PUT", devBase+"/applications/"+app+"/oauth-keys/"+cc.KeyMappingID, "bob-token", map[string]any{
+		"supportedGrantTypes": []string{"authorization_code"},
+	}), 400, nil)
+}

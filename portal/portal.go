@@ -42,7 +42,7 @@ type TokenVerifier interface {
 // ClientRegistrar creates and deletes applications' OAuth clients inside the
 // caller's transaction.
 type ClientRegistrar interface {
-	RegisterClient(ctx context.Context, tx pgx.Tx, owner, name string, grantTypes []string) (clientID, secret string, err error)
+	RegisterClient(ctx context.Context, tx pgx.Tx, owner, name string, grantTypes []string, callback string) (clientID, secret string, err error)
 	DeleteClients(ctx context.Context, tx pgx.Tx, clientIDs []string) error
 }
 

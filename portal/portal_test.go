@@ -39,11 +39,15 @@ func (f fakeTokens) VerifyToken(_ context.Context, raw string) (*model.Principal
 // fakeClients registers OAuth clients in the caller's transaction.
 type fakeClients struct{ n int }
 
-func (f *fakeClients) RegisterClient(ctx context.Context, tx pgx.Tx, owner, name string, grantTypes []string) (string, string, error) {
+func (f *fakeClients) RegisterClient(ctx context.Context, tx pgx.Tx, owner, name string, grantTypes []string, callback string) (string, string, error) {
 	f.n++
 	id := fmt.Sprintf("client-%d", f.n)
-	_, err := tx.Exec(ctx, `INSERT INTO oauth_clients (client_id, secret_hash, name, owner, grant_types) VALUES ($1, 'hash', $2, $3, $4)`,
-		id, name, owner, grantTypes)
+	redirects := []string{}
+	if callback != "" {
+		redirects = append(redirects, callback)
+	}
+	_, err := tx.Exec(ctx, `INSERT INTO oauth_clients (client_id, secret_hash, name, owner, grant_types, redirect_uris) VALUES ($1, 'hash', $2, $3, $4, $5)`,
+		id, name, owner, grantTypes, redirects)
 	return id, "secret-" + id, err
 }
 
