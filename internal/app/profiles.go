@@ -257,7 +257,9 @@ func (s *system) controlPlaneParts(ctx context.Context) (*controlPlane, error) {
 	if err != nil {
 		return nil, err
 	}
-	tail, err := events.NewTail(events.TailConfig{Brokers: brokers, Topic: events.TopicNotifications, Logger: s.log("xds-events")})
+	tail, err := events.NewTail(events.TailConfig{
+		Brokers: brokers, Topic: events.TopicNotifications, Logger: s.log("xds-events"), Name: "xds", Registry: s.reg,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -266,7 +268,10 @@ func (s *system) controlPlaneParts(ctx context.Context) (*controlPlane, error) {
 	}
 	s.ready.Add("xds", xdsSrv.Ready)
 	s.add(relay, xdsSrv, runner.Func(func(ctx context.Context) error {
-		return tail.Run(ctx, func(_ context.Context, ev events.Event) error {
+		// Every rebuild reads PostgreSQL: after missed events, one more
+		// rebuild is the reload.
+		reload := func(context.Context) error { xdsSrv.Notify(); return nil }
+		return tail.Follow(ctx, reload, func(_ context.Context, ev events.Event) error {
 			if ev.Kind == events.KindDeployment || ev.Kind == events.KindAPI {
 				xdsSrv.Notify()
 			}
@@ -392,7 +397,9 @@ type stateLoader func(ctx context.Context, environment string) (*model.GatewaySt
 func (s *system) gatewayParts(ctx context.Context, brokers []string, load stateLoader, keys authz.Keys, issuers []string, intro authz.Introspector) error {
 	env := s.cfg.Gateway.Environment
 	state := gwstate.NewStore()
-	tail, err := events.NewTail(events.TailConfig{Brokers: brokers, Topic: events.TopicNotifications, Logger: s.log("gateway-events")})
+	tail, err := events.NewTail(events.TailConfig{
+		Brokers: brokers, Topic: events.TopicNotifications, Logger: s.log("gateway-events"), Name: "gateway", Registry: s.reg,
+	})
 	if err != nil {
 		return err
 	}
@@ -452,7 +459,17 @@ func (s *system) gatewayParts(ctx context.Context, brokers []string, load stateL
 		rl,
 		fleet,
 		runner.Func(func(ctx context.Context) error {
-			return tail.Run(ctx, func(_ context.Context, ev events.Event) error {
+			// Missed events (the broker dropped them while this gateway
+			// was away): the full state again, as at start.
+			reload := func(ctx context.Context) error {
+				full, err := load(ctx, env)
+				if err != nil {
+					return err
+				}
+				state.Replace(full)
+				return nil
+			}
+			return tail.Follow(ctx, reload, func(_ context.Context, ev events.Event) error {
 				if ev.Kind == events.KindDeployment && ev.Environment != env {
 					return nil
 				}

@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/segmentio/kafka-go"
 )
@@ -24,7 +25,19 @@ type TailConfig struct {
 	Brokers []string
 	Topic   string
 	Logger  zerolog.Logger
+	// Name labels the tail's metrics (consumer="gateway"); with Registry.
+	Name string
+	// Registry, when set, gets the tail's counters:
+	// apim_event_tail_skipped_total (malformed messages passed over) and
+	// apim_event_tail_reloads_total (full reloads after missed events).
+	Registry prometheus.Registerer
 }
+
+// ErrMissed is Run's error when a partition's next message is not the one
+// after the last it read: the broker no longer has the events in between
+// (retention removed them while this instance was away). The state built
+// from events is then incomplete; Follow reloads it.
+var ErrMissed = errors.New("events were missed")
 
 // Tail reads a broadcast topic, such as TopicNotifications, in which every
 // instance (each gateway, each xDS server) needs every event.
@@ -41,6 +54,8 @@ type Tail struct {
 	mu      sync.Mutex
 	marks   map[int]int64 // partition → next offset to read
 	skipped atomic.Uint64
+	reloads atomic.Uint64
+	met     struct{ skipped, reloads prometheus.Counter }
 }
 
 // NewTail checks cfg and returns a tail; call Mark, load the state, then Run.
@@ -51,11 +66,61 @@ func NewTail(cfg TailConfig) (*Tail, error) {
 	if cfg.Topic == "" {
 		return nil, errors.New("tail: no topic")
 	}
-	return &Tail{cfg: cfg}, nil
+	t := &Tail{cfg: cfg}
+	labels := prometheus.Labels{"consumer": cfg.Name}
+	t.met.skipped = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "apim_event_tail_skipped_total", Help: "Malformed event messages passed over.", ConstLabels: labels,
+	})
+	t.met.reloads = prometheus.NewCounter(prometheus.CounterOpts{
+		Name: "apim_event_tail_reloads_total", Help: "Full state reloads after events were missed.", ConstLabels: labels,
+	})
+	if cfg.Registry != nil {
+		for _, c := range []prometheus.Collector{t.met.skipped, t.met.reloads} {
+			if err := cfg.Registry.Register(c); err != nil {
+				return nil, fmt.Errorf("tail %s: %w", cfg.Name, err)
+			}
+		}
+	}
+	return t, nil
 }
 
 // Skipped counts the malformed messages Run has skipped.
 func (t *Tail) Skipped() uint64 { return t.skipped.Load() }
+
+// Reloads counts the reloads Follow has made after missed events.
+func (t *Tail) Reloads() uint64 { return t.reloads.Load() }
+
+// Follow runs the tail with handle, as Run does, and when events were
+// missed (ErrMissed) marks the partitions' ends, calls reload to load the
+// full state again, and runs on from the new marks: the same order as at
+// start-up, so nothing written in between is lost. A failing Mark or
+// reload is logged and retried with backoff. Follow returns when ctx is
+// done (nil) or with handle's error.
+func (t *Tail) Follow(ctx context.Context, reload func(context.Context) error, handle func(context.Context, Event) error) error {
+	for {
+		err := t.Run(ctx, handle)
+		if !errors.Is(err, ErrMissed) {
+			return err
+		}
+		t.cfg.Logger.Warn().Err(err).Msg("events were missed; reloading the full state")
+		for failures := 1; ; failures++ {
+			if err = t.Mark(ctx); err == nil {
+				err = reload(ctx)
+			}
+			if err == nil {
+				break
+			}
+			d := backoff(failures)
+			t.cfg.Logger.Error().Err(err).Dur("retry_in", d).Msg("reload after missed events failed")
+			if !sleep(ctx, d) {
+				return nil
+			}
+		}
+		t.reloads.Add(1)
+		t.met.reloads.Inc()
+		t.cfg.Logger.Info().Msg("full state reloaded after missed events")
+	}
+}
 
 // Mark records the current end offset of every partition of the topic. Call
 // it before loading the full state from the database.
@@ -142,22 +207,26 @@ func (t *Tail) Run(ctx context.Context, handle func(context.Context, Event) erro
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	msgs := make(chan kafka.Message, 64)
+	missed := make(chan error, len(marks))
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel() // runs before wg.Wait
 	for p, off := range marks {
-		wg.Go(func() { t.readPartition(ctx, p, off, msgs) })
+		wg.Go(func() { t.readPartition(ctx, p, off, msgs, missed) })
 	}
 	for {
 		var m kafka.Message
 		select {
 		case <-ctx.Done():
 			return nil
+		case err := <-missed:
+			return err
 		case m = <-msgs:
 		}
 		ev, err := decode(m.Value)
 		if err != nil {
 			t.skipped.Add(1)
+			t.met.skipped.Inc()
 			t.cfg.Logger.Error().Err(err).Str("topic", m.Topic).Int("partition", m.Partition).
 				Int64("offset", m.Offset).Msg("skipping malformed event")
 			continue
@@ -172,8 +241,11 @@ func (t *Tail) Run(ctx context.Context, handle func(context.Context, Event) erro
 }
 
 // readPartition sends the messages of one partition, from offset on, to msgs
-// until ctx is done. A failing reader is replaced at the next offset.
-func (t *Tail) readPartition(ctx context.Context, partition int, offset int64, msgs chan<- kafka.Message) {
+// until ctx is done. A failing reader is replaced at the next offset. A
+// message past the next offset (the broker dropped the ones before it,
+// and the reader skipped to what it has) ends the partition's reading
+// with ErrMissed on missed, the message not sent.
+func (t *Tail) readPartition(ctx context.Context, partition int, offset int64, msgs chan<- kafka.Message, missed chan<- error) {
 	log := t.cfg.Logger.With().Str("topic", t.cfg.Topic).Int("partition", partition).Logger()
 	failures := 0
 	for ctx.Err() == nil {
@@ -199,6 +271,13 @@ func (t *Tail) readPartition(ctx context.Context, partition int, offset int64, m
 			if err != nil {
 				readErr = err
 				break
+			}
+			if m.Offset > offset {
+				missed <- fmt.Errorf("tail %s: partition %d: offsets %d to %d are gone: %w", t.cfg.Topic, partition, offset, m.Offset-1, ErrMissed)
+				if err := r.Close(); err != nil {
+					log.Debug().Err(err).Msg("close partition reader")
+				}
+				return
 			}
 			failures = 0
 			offset = m.Offset + 1
