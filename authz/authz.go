@@ -284,7 +284,11 @@ func (s *Server) decide(ctx context.Context, attrs *authv3.AttributeContext, ext
 	key := tokenKey(sha256.Sum256(unsafe.Slice(unsafe.StringData(tok), len(tok)))) //nolint:gosec // G103: sound, see above
 	v := s.cache.get(&key)
 	if v == nil && !isKey && isOpaqueToken(tok) { // an opaque access token, introspected (opaque.go)
-		if v = s.introspect(ctx, tok, &key, now); v == nil {
+		var down bool
+		if v, down = s.introspect(ctx, tok, &key, now); v == nil {
+			if down {
+				return nil, s.deny[codeKeyManagerDown]
+			}
 			return nil, s.deny[codeInvalid]
 		}
 	}
@@ -822,6 +826,9 @@ const (
 	// codeLimiterDown answers a request whose rate limits could not be
 	// decided: 503, as Envoy's rate-limit filter fails closed.
 	codeLimiterDown = "900900/ratelimit"
+	// codeKeyManagerDown answers an opaque token the key manager could not
+	// be asked about: 503, since the token may well be good.
+	codeKeyManagerDown = "900900/keymanager"
 )
 
 // denial is one prepared denied response; they are built once in New and
@@ -847,6 +854,14 @@ var denials = []denial{
 		grpc:        codes.Unavailable,
 		message:     "Service unavailable",
 		description: "The rate limits of the request could not be decided; try again",
+	},
+	{
+		key:         codeKeyManagerDown,
+		code:        codeBackendJWT, // WSO2's general error code
+		http:        typev3.StatusCode_ServiceUnavailable,
+		grpc:        codes.Unavailable,
+		message:     "Service unavailable",
+		description: "The access token could not be validated: the key manager did not answer; try again",
 	},
 	{
 		code:        codeTokenType,

@@ -160,11 +160,13 @@ func newOpaqueTokens(cfg OpaqueConfig) *opaqueTokens {
 
 // introspect returns what the key manager says of an opaque token not in
 // the verified-token cache, whose SHA-256 is key, and caches it; nil for a
-// token that is inactive or could not be checked.
-func (s *Server) introspect(ctx context.Context, tok string, key *tokenKey, now time.Time) *verified {
+// token that is inactive or could not be checked, with unavailable true
+// when the key manager could not be asked (down, or every slot busy): the
+// token may be good, so the answer is a 503, not a 401.
+func (s *Server) introspect(ctx context.Context, tok string, key *tokenKey, now time.Time) (_ *verified, unavailable bool) {
 	o := s.opaque
 	if o == nil || o.intro == nil || o.inactive.has(key, now) {
-		return nil
+		return nil, false
 	}
 	o.mu.Lock()
 	c, ok := o.calls[*key]
@@ -173,11 +175,11 @@ func (s *Server) introspect(ctx context.Context, tok string, key *tokenKey, now 
 		// cache: it caches its answer before it leaves calls.
 		if v := s.cache.get(key); v != nil {
 			o.mu.Unlock()
-			return v
+			return v, false
 		}
 		if o.inactive.has(key, now) {
 			o.mu.Unlock()
-			return nil
+			return nil, false
 		}
 		// A slot first: while all are busy a new token is refused at once,
 		// so made-up tokens cannot pile up goroutines or key-manager calls.
@@ -186,7 +188,7 @@ func (s *Server) introspect(ctx context.Context, tok string, key *tokenKey, now 
 		default:
 			o.mu.Unlock()
 			o.busy.Inc()
-			return nil
+			return nil, true
 		}
 		c = &introCall{done: make(chan struct{})}
 		o.calls[*key] = c
@@ -197,9 +199,9 @@ func (s *Server) introspect(ctx context.Context, tok string, key *tokenKey, now 
 	o.mu.Unlock()
 	select {
 	case <-c.done:
-		return c.v
+		return c.v, c.err != nil
 	case <-ctx.Done():
-		return nil
+		return nil, false
 	}
 }
 

@@ -196,7 +196,8 @@ func TestOpaqueAnswersRefused(t *testing.T) {
 		tok := opaqueTok('Q')
 		k := &keyManager{tokens: map[string]*Introspection{tok: active("ck-prod", "jti-q", testNow)}, err: errors.New("connection refused")}
 		s := newOpaqueServer(t, &now, k)
-		assertDenied(t, check(t, s, tok), invalid)
+		// The token may be good: a 503, not the 401 of a bad token.
+		assertDenied(t, check(t, s, tok), denied{503, "900900", "Service unavailable", "The access token could not be validated: the key manager did not answer; try again", false})
 		// Not remembered as inactive: once the key manager answers, the
 		// token works.
 		k.mu.Lock()
@@ -302,6 +303,31 @@ func TestOpaqueIntrospectionShared(t *testing.T) {
 	}
 	if check(t, s2, tok2).GetOkResponse() == nil || k2.calls.Load() != 1 {
 		t.Errorf("after the abandoned request: %d introspections", k2.calls.Load())
+	}
+}
+
+// While every introspection slot is taken, a new opaque token is answered
+// at once with a 503, and asks the key manager nothing: a flood of made-up
+// tokens piles up neither goroutines nor calls.
+func TestOpaqueSlotsBusy(t *testing.T) {
+	now := testNow
+	slow, other := opaqueTok('W'), opaqueTok('X')
+	k := &keyManager{tokens: map[string]*Introspection{slow: active("ck-prod", "jti-w", testNow), other: active("ck-prod", "jti-x", testNow)}, gate: make(chan struct{})}
+	s := newTestServer(t, func() time.Time { return now })
+	s.opaque = newOpaqueTokens(OpaqueConfig{Introspector: k, InactiveTTL: 10 * time.Second, MaxInFlight: 1})
+	done := make(chan *authv3.CheckResponse, 1)
+	go func() { done <- check(t, s, slow) }()
+	waitCall(t, k)
+	assertDenied(t, check(t, s, other), denied{503, "900900", "Service unavailable", "The access token could not be validated: the key manager did not answer; try again", false})
+	if c := k.calls.Load(); c != 1 {
+		t.Errorf("%d introspections, want only the one in flight", c)
+	}
+	close(k.gate)
+	if resp := <-done; resp.GetOkResponse() == nil {
+		t.Errorf("the token in flight: denied %v", resp)
+	}
+	if check(t, s, other).GetOkResponse() == nil {
+		t.Error("refused once a slot was free")
 	}
 }
 
