@@ -3,17 +3,15 @@ package authz
 import (
 	"context"
 	"crypto"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"net/http"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/go-jose/go-jose/v4"
 	"github.com/rs/zerolog"
+
+	"github.com/apim-dev/apim/internal/jwks"
 )
 
 // Keys resolves a JWS key id to the public key that verifies it.
@@ -58,9 +56,6 @@ type JWKS struct {
 	mu        sync.Mutex // one fetch at a time
 	lastFetch time.Time
 }
-
-// maxJWKSBytes bounds a JWKS document.
-const maxJWKSBytes = 1 << 20
 
 // NewJWKS returns a JWKS key source; it does not fetch until asked.
 func NewJWKS(cfg JWKSConfig) (*JWKS, error) {
@@ -140,49 +135,16 @@ func (j *JWKS) fetchLocked(ctx context.Context) error {
 	j.lastFetch = j.cfg.Now()
 	ctx, cancel := context.WithTimeout(ctx, j.cfg.Timeout)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, j.cfg.URL, nil)
+	set, err := jwks.Fetch(ctx, j.cfg.Client, j.cfg.URL)
 	if err != nil {
-		return fmt.Errorf("jwks %s: %w", j.cfg.URL, err)
+		return err
 	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := j.cfg.Client.Do(req)
-	if err != nil {
-		return fmt.Errorf("fetch jwks %s: %w", j.cfg.URL, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return fmt.Errorf("fetch jwks %s: status %d", j.cfg.URL, resp.StatusCode)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxJWKSBytes))
-	if err != nil {
-		return fmt.Errorf("read jwks %s: %w", j.cfg.URL, err)
-	}
-	keys, err := parseJWKS(body)
-	if err != nil {
-		return fmt.Errorf("parse jwks %s: %w", j.cfg.URL, err)
+	keys := make(map[string]crypto.PublicKey, len(set))
+	for _, k := range set {
+		if k.KeyID != "" { // tokens name their key
+			keys[k.KeyID] = k.Public().Key
+		}
 	}
 	j.keys.Store(&keys)
 	return nil
-}
-
-// parseJWKS returns the public signing keys of a JWKS document by kid.
-func parseJWKS(body []byte) (map[string]crypto.PublicKey, error) {
-	var set struct {
-		Keys []json.RawMessage `json:"keys"`
-	}
-	if err := json.Unmarshal(body, &set); err != nil {
-		return nil, err
-	}
-	keys := make(map[string]crypto.PublicKey, len(set.Keys))
-	for _, raw := range set.Keys {
-		var k jose.JSONWebKey
-		if err := k.UnmarshalJSON(raw); err != nil {
-			continue // a key type we cannot use does not spoil the others
-		}
-		if k.KeyID == "" || (k.Use != "" && k.Use != "sig") || !k.IsPublic() {
-			continue
-		}
-		keys[k.KeyID] = k.Public().Key
-	}
-	return keys, nil
 }

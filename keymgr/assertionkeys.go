@@ -2,16 +2,15 @@ package keymgr
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
-	"fmt"
-	"io"
 	"net/http"
 	"sync"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
 	"github.com/rs/zerolog"
+
+	"github.com/apim-dev/apim/internal/jwks"
 )
 
 // Fetching the JWKS of external key managers for the jwt-bearer grant.
@@ -26,8 +25,6 @@ const (
 	// one fetch per 5 s per key manager. The gateway's external sets use
 	// the same figure.
 	assertionJWKSMinRefresh = 5 * time.Second
-	// maxAssertionJWKSBytes bounds a JWKS document.
-	maxAssertionJWKSBytes = 1 << 20
 	// maxAssertionJWKSSets bounds the sets held; past it the cache starts
 	// over (sets are per key manager, which admins create).
 	maxAssertionJWKSSets = 256
@@ -86,7 +83,9 @@ func (c *assertionKeys) keys(ctx context.Context, url, kid string) ([]jose.JSONW
 	stale := e.fetched.IsZero() || now.Sub(e.fetched) >= assertionJWKSMaxAge
 	if (stale || !hasKid(e.keys, kid)) && (e.tried.IsZero() || now.Sub(e.tried) >= assertionJWKSMinRefresh) {
 		e.tried = now
-		keys, err := c.fetch(ctx, url)
+		fctx, cancel := context.WithTimeout(ctx, assertionJWKSTimeout)
+		keys, err := jwks.Fetch(fctx, c.client, url)
+		cancel()
 		if err != nil {
 			c.log.Warn().Err(err).Msg("external jwks fetch failed")
 		} else {
@@ -109,56 +108,4 @@ func hasKid(keys []jose.JSONWebKey, kid string) bool {
 		}
 	}
 	return false
-}
-
-// fetch gets and parses the set at url within assertionJWKSTimeout.
-func (c *assertionKeys) fetch(ctx context.Context, url string) ([]jose.JSONWebKey, error) {
-	ctx, cancel := context.WithTimeout(ctx, assertionJWKSTimeout)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
-	if err != nil {
-		return nil, fmt.Errorf("jwks %s: %w", url, err)
-	}
-	req.Header.Set("Accept", "application/json")
-	resp, err := c.client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("fetch jwks %s: %w", url, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("fetch jwks %s: status %d", url, resp.StatusCode)
-	}
-	body, err := io.ReadAll(io.LimitReader(resp.Body, maxAssertionJWKSBytes))
-	if err != nil {
-		return nil, fmt.Errorf("read jwks %s: %w", url, err)
-	}
-	keys, err := parseAssertionJWKS(body)
-	if err != nil {
-		return nil, fmt.Errorf("parse jwks %s: %w", url, err)
-	}
-	return keys, nil
-}
-
-// parseAssertionJWKS returns the public signing keys of a JWKS document; a
-// key that does not parse, is private or is not for signatures is skipped,
-// not fatal.
-func parseAssertionJWKS(body []byte) ([]jose.JSONWebKey, error) {
-	var set struct {
-		Keys []json.RawMessage `json:"keys"`
-	}
-	if err := json.Unmarshal(body, &set); err != nil {
-		return nil, err
-	}
-	keys := make([]jose.JSONWebKey, 0, len(set.Keys))
-	for _, raw := range set.Keys {
-		var k jose.JSONWebKey
-		if err := k.UnmarshalJSON(raw); err != nil {
-			continue
-		}
-		if (k.Use != "" && k.Use != "sig") || !k.IsPublic() || !k.Valid() {
-			continue
-		}
-		keys = append(keys, k)
-	}
-	return keys, nil
 }
