@@ -20,6 +20,8 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+
+	"github.com/apim-dev/apim/ratelimit"
 )
 
 // serveGRPC starts s and a health server on a loopback port and returns a
@@ -37,7 +39,7 @@ func serveAuthz(t testing.TB, a authv3.AuthorizationServer) *grpc.ClientConn {
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer()
+	g := grpc.NewServer(grpc.ForceServerCodecV2(ratelimit.Codec{})) // as the sidecar serves it
 	authv3.RegisterAuthorizationServer(g, a)
 	healthpb.RegisterHealthServer(g, health.NewServer())
 	go func() { _ = g.Serve(lis) }()

@@ -66,14 +66,14 @@ func newBenchServer() (*Server, []*rlsv3.RateLimitRequest, error) {
 }
 
 // serveBench serves s and a health server as the gateway sidecar does (a
-// plain grpc.NewServer on loopback) and returns a client connection.
+// grpc.NewServer with Codec on loopback) and returns a client connection.
 func serveBench(b *testing.B, s rlsv3.RateLimitServiceServer) *grpc.ClientConn {
 	b.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		b.Fatal(err)
 	}
-	g := grpc.NewServer()
+	g := grpc.NewServer(grpc.ForceServerCodecV2(Codec{}))
 	rlsv3.RegisterRateLimitServiceServer(g, s)
 	healthpb.RegisterHealthServer(g, health.NewServer())
 	go func() { _ = g.Serve(lis) }()
@@ -171,10 +171,11 @@ func (alwaysOK) ShouldRateLimit(_ context.Context, req *rlsv3.RateLimitRequest) 
 }
 
 // serveEnv, when set in the environment of the test binary, makes it serve
-// the benchmark's RLS (benchServer, behind a plain grpc.NewServer) on a
-// loopback port instead of running tests: it prints the address and serves
-// until its standard input closes. BenchmarkShouldRateLimitGRPCServerCPU
-// runs it so that the server's CPU time is its own. A value other than "1"
+// the benchmark's RLS (benchServer, behind grpc.NewServer with Codec, as
+// the sidecar does) on a loopback port instead of running tests: it prints
+// the address and serves until its standard input closes.
+// BenchmarkShouldRateLimitGRPCServerCPU runs it so that the server's CPU
+// time is its own. A value other than "1"
 // is a file to write the server's CPU profile to: run the benchmark with
 // -cpuprofile FILE and the server's profile is in FILE.server.
 const serveEnv = "APIM_RLS_BENCH_SERVE"
@@ -206,7 +207,7 @@ func TestMain(m *testing.M) {
 		defer f.Close()
 		defer pprof.StopCPUProfile()
 	}
-	g := grpc.NewServer()
+	g := grpc.NewServer(grpc.ForceServerCodecV2(Codec{}))
 	s.Register(g)
 	go func() { _ = g.Serve(lis) }()
 	fmt.Println(lis.Addr())

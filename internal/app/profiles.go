@@ -451,7 +451,7 @@ func (s *system) gatewayParts(ctx context.Context, brokers []string, load stateL
 	if err != nil {
 		return fmt.Errorf("gateway.sidecar_address: %w", err)
 	}
-	srv := grpc.NewServer()
+	srv := grpc.NewServer(grpc.ForceServerCodecV2(ratelimit.Codec{})) // the RLS messages by hand (ratelimit/codec.go)
 	az.Register(srv)
 	rl.Register(srv)
 	healthpb.RegisterHealthServer(srv, health.NewServer())
