@@ -15,7 +15,10 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/encoding"
+	grpcproto "google.golang.org/grpc/encoding/proto"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/mem"
 
 	"github.com/apim-dev/apim/internal/grpcbench"
 	"github.com/apim-dev/apim/ratelimit"
@@ -179,8 +182,9 @@ func BenchmarkCheckGRPC(b *testing.B) {
 // tiers), and reports the p50 of each: the issue's "Check over loopback
 // gRPC ≤ 1.1× a health-check round trip in the same run". allow-all-server
 // does the same with a server that allows the same request unread
-// (grpcbench.AllowAll): the part of the ratio that is the request's size on the
-// wire and in protobuf, not the Check.
+// (grpcbench.AllowAll): the part of the ratio that is the request's size on
+// the wire and in protobuf, not the Check; no-decode-server does not even
+// decode it (skipDecode): what any server would cost with this client.
 func BenchmarkCheckRoundTrip(b *testing.B) {
 	conn, tok := serveDefaultGateway(b)
 	req := rawHeaders(request("api-unl", tok, map[string]string{ExtLimitInAuthz: "true"}))
@@ -190,6 +194,9 @@ func BenchmarkCheckRoundTrip(b *testing.B) {
 	}{
 		{"check", func() *grpc.ClientConn { return conn }},
 		{"allow-all-server", func() *grpc.ClientConn { return serveAuthz(b, grpcbench.AllowAll{}) }},
+		{"no-decode-server", func() *grpc.ClientConn {
+			return serveAuthz(b, grpcbench.AllowAll{}, grpc.ForceServerCodecV2(skipDecode{}))
+		}},
 	} {
 		b.Run(bm.name, func(b *testing.B) {
 			conn := bm.conn()
@@ -208,6 +215,23 @@ func BenchmarkCheckRoundTrip(b *testing.B) {
 			})
 		})
 	}
+}
+
+// skipDecode is grpc-go's codec, except that it leaves a CheckRequest
+// undecoded: the floor of a Check round trip, for any server.
+type skipDecode struct{}
+
+var protoCodec = encoding.GetCodecV2(grpcproto.Name)
+
+func (skipDecode) Name() string { return grpcproto.Name }
+
+func (skipDecode) Marshal(v any) (mem.BufferSlice, error) { return protoCodec.Marshal(v) }
+
+func (skipDecode) Unmarshal(data mem.BufferSlice, v any) error {
+	if _, ok := v.(*authv3.CheckRequest); ok {
+		return nil
+	}
+	return protoCodec.Unmarshal(data, v)
 }
 
 // serveDefaultGateway serves, on loopback gRPC, a Server as a gateway runs

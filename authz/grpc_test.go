@@ -33,13 +33,14 @@ func serveGRPC(t testing.TB, s *Server) *grpc.ClientConn {
 
 // serveAuthz serves a as envoy.service.auth.v3.Authorization, with the
 // health service beside it, on loopback, and returns a client connection.
-func serveAuthz(t testing.TB, a authv3.AuthorizationServer) *grpc.ClientConn {
+// opts come after the sidecar's own server options.
+func serveAuthz(t testing.TB, a authv3.AuthorizationServer, opts ...grpc.ServerOption) *grpc.ClientConn {
 	t.Helper()
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := grpc.NewServer(grpc.ForceServerCodecV2(ratelimit.Codec{})) // as the sidecar serves it
+	g := grpc.NewServer(append([]grpc.ServerOption{grpc.ForceServerCodecV2(ratelimit.Codec{})}, opts...)...) // as the sidecar serves it
 	authv3.RegisterAuthorizationServer(g, a)
 	healthpb.RegisterHealthServer(g, health.NewServer())
 	go func() { _ = g.Serve(lis) }()
