@@ -30,6 +30,7 @@ import (
 
 	"github.com/apim-dev/apim/internal/gwstate"
 	"github.com/apim-dev/apim/internal/model"
+	"github.com/apim-dev/apim/ratelimit"
 )
 
 // Route fields every route sets (the contract with the xDS translator),
@@ -213,6 +214,11 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 	throttled := false
 	if d == nil && s.limiter != nil && ext[ExtLimitInAuthz] == "true" {
 		resp, throttled = s.limit(ctx, resp)
+	}
+	if d == nil && !throttled {
+		if _, spoofed := header(attrs.GetRequest().GetHttp(), ratelimit.HeaderQuotaExceeded); spoofed {
+			resp = withoutQuotaFlag(resp)
+		}
 	}
 	if err := ctx.Err(); err != nil {
 		return nil, status.FromContextError(err).Err()

@@ -2,6 +2,7 @@ package authz
 
 import (
 	"context"
+	"slices"
 	"strconv"
 
 	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
@@ -112,13 +113,41 @@ func (s *Server) limit(ctx context.Context, resp *authv3.CheckResponse) (_ *auth
 		meta = &structpb.Struct{Fields: map[string]*structpb.Value{MetaBandwidth: bw}}
 	}
 	ok := resp.GetOkResponse()
+	upstream := ok.GetHeaders()
+	if flags := rr.GetRequestHeadersToAdd(); len(flags) > 0 { // admitted past a limit that does not stop: flagged
+		upstream = slices.Clone(upstream)
+		for _, h := range flags {
+			upstream = append(upstream, &corev3.HeaderValueOption{Header: h, AppendAction: corev3.HeaderValueOption_OVERWRITE_IF_EXISTS_OR_ADD})
+		}
+	}
 	return &authv3.CheckResponse{
 		Status: resp.GetStatus(),
 		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
-			Headers: ok.GetHeaders(), HeadersToRemove: ok.GetHeadersToRemove(), ResponseHeadersToAdd: headers,
+			Headers: upstream, HeadersToRemove: ok.GetHeadersToRemove(), ResponseHeadersToAdd: headers,
 		}},
 		DynamicMetadata: meta,
 	}, false
+}
+
+// withoutQuotaFlag is an allowed response that also removes a
+// ratelimit.HeaderQuotaExceeded the client sent, unless the response sets
+// its own (which replaces it): only the rate-limit service may flag a
+// request to the backend.
+func withoutQuotaFlag(resp *authv3.CheckResponse) *authv3.CheckResponse {
+	ok := resp.GetOkResponse()
+	for _, h := range ok.GetHeaders() {
+		if h.GetHeader().GetKey() == ratelimit.HeaderQuotaExceeded {
+			return resp
+		}
+	}
+	return &authv3.CheckResponse{
+		Status: resp.GetStatus(),
+		HttpResponse: &authv3.CheckResponse_OkResponse{OkResponse: &authv3.OkHttpResponse{
+			Headers: ok.GetHeaders(), HeadersToRemove: append(slices.Clone(ok.GetHeadersToRemove()), ratelimit.HeaderQuotaExceeded),
+			ResponseHeadersToAdd: ok.GetResponseHeadersToAdd(),
+		}},
+		DynamicMetadata: resp.GetDynamicMetadata(),
+	}
 }
 
 // rateLimitHeaders are the draft-03 headers Envoy's rate-limit filter sets

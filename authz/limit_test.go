@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/rs/zerolog"
 
@@ -76,6 +77,65 @@ func TestLimitInCheck(t *testing.T) {
 		}
 		if n := len(resp.GetDynamicMetadata().GetFields()); inAuthz != (n == 0) {
 			t.Errorf("unlimited, in Check %v: metadata %v", inAuthz, resp.GetDynamicMetadata())
+		}
+	}
+}
+
+// A subscription tier that does not stop on quota reach: past its limit
+// the request is allowed and the backend told so; a client cannot send
+// that flag itself.
+func TestQuotaExceededFlag(t *testing.T) {
+	key, _ := keys(t)
+	s := newTestServer(t, func() time.Time { return testNow })
+	state := testState()
+	for i, p := range state.Policies {
+		if p.Name == "Gold" {
+			state.Policies[i].RequestCount, state.Policies[i].StopOnQuotaReach = 1, false
+		}
+	}
+	s.state.Replace(state)
+	rl, err := ratelimit.New(ratelimit.Config{State: s.state, Logger: zerolog.Nop(), Now: func() time.Time { return testNow }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.limiter = rl
+	tok := "Bearer " + sign(t, jose.RS256, key, testKid, benchClaims(0))
+	flags := func(resp *authv3.CheckResponse) (set, removed []string) {
+		ok := resp.GetOkResponse()
+		if ok == nil {
+			t.Fatalf("denied: %v", resp)
+		}
+		for _, h := range ok.GetHeaders() {
+			if h.GetHeader().GetKey() == ratelimit.HeaderQuotaExceeded {
+				set = append(set, h.GetHeader().GetValue())
+			}
+		}
+		for _, h := range ok.GetHeadersToRemove() {
+			if h == ratelimit.HeaderQuotaExceeded {
+				removed = append(removed, h)
+			}
+		}
+		return set, removed
+	}
+	req := func(spoof bool) *authv3.CheckRequest {
+		r := request("api-gold", tok, map[string]string{ExtLimitInAuthz: "true"})
+		if spoof {
+			r.Attributes.Request.Http.Headers[ratelimit.HeaderQuotaExceeded] = "none"
+		}
+		return r
+	}
+	ctx := context.Background()
+
+	// Within the limit: nothing set; a client's own flag removed.
+	resp, _ := s.Check(ctx, req(true))
+	if set, removed := flags(resp); len(set) != 0 || len(removed) != 1 {
+		t.Errorf("within the limit, flag sent by the client: set %v, removed %v", set, removed)
+	}
+	// Past it: allowed, flagged (replacing any client's value).
+	for _, spoof := range []bool{false, true} {
+		resp, _ := s.Check(ctx, req(spoof))
+		if set, removed := flags(resp); len(set) != 1 || set[0] != "subscription/Gold" || len(removed) != 0 {
+			t.Errorf("past the limit (client flag %v): set %v, removed %v", spoof, set, removed)
 		}
 	}
 }

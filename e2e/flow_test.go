@@ -196,6 +196,17 @@ func (e *env) token(id, secret, form string) string {
 	return tok.AccessToken
 }
 
+// perMinutePolicy creates a subscription policy of count requests a minute
+// that stops on quota reach (stop) or lets requests through flagged.
+func (e *env) perMinutePolicy(admin, name string, count int, stop bool) {
+	e.t.Helper()
+	e.must(201, "POST", "/api/am/admin/v4/throttling/policies/subscription", admin, map[string]any{
+		"policyName": name, "displayName": name, "description": "e2e",
+		"defaultLimit":     map[string]any{"type": "REQUESTCOUNTLIMIT", "requestCount": map[string]any{"timeUnit": "min", "unitTime": 1, "requestCount": count}},
+		"stopOnQuotaReach": stop, "billingPlan": "FREE",
+	}, nil)
+}
+
 func (e *env) publishAPI(token, name, context string, policies []string) string {
 	e.t.Helper()
 	return e.publishAPIWith(token, name, context, policies, nil)

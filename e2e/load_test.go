@@ -78,11 +78,7 @@ func loadSeries(b *testing.B, rateLimitMode string) {
 	b.StopTimer()
 	e := startWith(b, nil, func(c *apimConfig) { c.RateLimitMode = rateLimitMode })
 	admin := e.userToken("admin", e.adminPass, "apim:api_view apim:api_create apim:api_publish apim:subscribe apim:app_manage apim:sub_manage apim:admin apim:tier_manage")
-	e.must(201, "POST", "/api/am/admin/v4/throttling/policies/subscription", admin, map[string]any{
-		"policyName": "Load100M", "displayName": "Load100M", "description": "high enough that nothing is refused",
-		"defaultLimit":     map[string]any{"type": "REQUESTCOUNTLIMIT", "requestCount": map[string]any{"timeUnit": "min", "unitTime": 1, "requestCount": 100_000_000}},
-		"stopOnQuotaReach": true, "billingPlan": "FREE",
-	}, nil)
+	e.perMinutePolicy(admin, "Load100M", 100_000_000, true) // high enough that nothing is refused
 	limited := e.publishAPI(admin, "LoadLimited", "/loadlimited", []string{"Load100M"})
 	open := e.publishAPI(admin, "LoadOpen", "/loadopen", []string{"Unlimited"})
 	app := e.createApp(admin, "LoadApp")

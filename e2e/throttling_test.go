@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"encoding/json"
 	"net/http"
 	"strconv"
 	"strings"
@@ -111,6 +112,41 @@ func testThrottling(t *testing.T, e *env) {
 		}
 		if status, code, body, _ := e.gateway("GET", "/capped/1.0.0/items/1", open); status != 429 || code != "900800" {
 			t.Fatalf("4th call = %d %s, want 429 900800", status, body)
+		}
+	})
+
+	t.Run("subscription policy that does not stop: allowed past 2/min, flagged to the backend", func(t *testing.T) {
+		e.perMinutePolicy(admin, "BilledTwo", 2, false)
+		billed := e.publishAPI(admin, "Billed", "/billed", []string{"BilledTwo"})
+		e.subscribe(admin, openApp, billed, "BilledTwo")
+		if s := time.Now().Second(); s > 45 {
+			time.Sleep(time.Duration(61-s) * time.Second)
+		}
+		// What the backend saw of the flag; a client's own never arrives.
+		flag := func(i int) string {
+			status, _, body, _ := e.gatewayWith("GET", "/billed/1.0.0/items/1", open, map[string]string{"X-Apim-Quota-Exceeded": "forged"})
+			if status != 200 {
+				t.Fatalf("call %d = %d %s, want 200", i, status, body)
+			}
+			var echo struct{ Headers map[string]string }
+			if err := json.Unmarshal([]byte(body), &echo); err != nil {
+				t.Fatal(err)
+			}
+			return echo.Headers["X-Apim-Quota-Exceeded"]
+		}
+		e.eventually(10*time.Second, func() string { // the API and subscription reach the gateway
+			if status, _, body, _ := e.gateway("GET", "/billed/1.0.0/items/1", open); status != 200 {
+				return body
+			}
+			return ""
+		})
+		if got := flag(2); got != "" {
+			t.Errorf("call 2 (within the limit): the backend saw the flag %q", got)
+		}
+		for i := 3; i <= 4; i++ {
+			if got := flag(i); got != "subscription/BilledTwo" {
+				t.Errorf("call %d (past the limit): the backend saw the flag %q, want subscription/BilledTwo", i, got)
+			}
 		}
 	})
 

@@ -29,6 +29,13 @@ import (
 // Domain is the rate-limit domain of every route's rate_limits.
 const Domain = "apim"
 
+// HeaderQuotaExceeded flags, to the backend, a request admitted past the
+// limit of a policy that does not stop on quota reach (stopOnQuotaReach
+// false: allow and flag, for billing): its value names each such policy
+// as level/name, comma-separated, e.g. "subscription/Billed". The sidecar
+// removes one a client sent.
+const HeaderQuotaExceeded = "x-apim-quota-exceeded"
+
 // Descriptor entry keys, as the routes' rate_limits set them from ext_authz
 // dynamic metadata. The first entry of a descriptor names its level.
 const (
@@ -122,6 +129,9 @@ type Server struct {
 	counters *counters
 	fleet    Fleet
 	calls    map[string]prometheus.Counter // by WSO2 code; "" is OK
+	// overQuota counts requests admitted past a limit that does not stop
+	// on quota reach, by level.
+	overQuota *prometheus.CounterVec
 }
 
 var _ rlsv3.RateLimitServiceServer = (*Server)(nil)
@@ -138,12 +148,21 @@ func New(cfg Config) (*Server, error) {
 		Namespace: "apim", Subsystem: "ratelimit", Name: "calls_total",
 		Help: "ShouldRateLimit calls by the WSO2 code answered (empty: not limited).",
 	}, []string{"code"})
+	overQuota := prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "apim", Subsystem: "ratelimit", Name: "over_quota_total",
+		Help: "Requests admitted past the limit of a policy that does not stop on quota reach, by level (billed, flagged to the backend).",
+	}, []string{"level"})
 	if cfg.Registry != nil {
-		if err := cfg.Registry.Register(calls); err != nil {
-			return nil, fmt.Errorf("ratelimit: register metrics: %w", err)
+		for _, c := range []prometheus.Collector{calls, overQuota} {
+			if err := cfg.Registry.Register(c); err != nil {
+				return nil, fmt.Errorf("ratelimit: register metrics: %w", err)
+			}
 		}
 	}
-	s := &Server{state: cfg.State, log: cfg.Logger, now: cfg.Now, counters: newCounters(), fleet: cfg.Fleet, calls: map[string]prometheus.Counter{}}
+	s := &Server{
+		state: cfg.State, log: cfg.Logger, now: cfg.Now, counters: newCounters(), fleet: cfg.Fleet,
+		calls: map[string]prometheus.Counter{}, overQuota: overQuota,
+	}
 	for _, c := range []string{"", CodeAPI, CodeResource, CodeApplication, CodeSubscription, CodeCustom, CodeBurst} {
 		s.calls[c] = calls.WithLabelValues(c)
 	}
@@ -201,6 +220,13 @@ func (s *Server) ShouldRateLimit(ctx context.Context, req *rlsv3.RateLimitReques
 			}
 		}
 	}
+	if len(added.overQuota) > 0 && resp.OverallCode == rlsv3.RateLimitResponse_OK {
+		resp.RequestHeadersToAdd = []*corev3.HeaderValue{{Key: HeaderQuotaExceeded, Value: strings.Join(added.overQuota, ",")}}
+		for _, q := range added.overQuota {
+			level, _, _ := strings.Cut(q, "/")
+			s.overQuota.WithLabelValues(level).Inc()
+		}
+	}
 	if resp.OverallCode == rlsv3.RateLimitResponse_OVER_LIMIT {
 		added.refund(s.counters, now.UnixNano())
 		retry := int64(retryAt.Sub(now) / time.Second)
@@ -239,6 +265,9 @@ type tally struct {
 	n    int
 	more []hit
 	ans  *answer // where the request's statuses are allocated
+	// overQuota names the policies (level/name) whose limit the request
+	// passed without being stopped: stopOnQuotaReach false.
+	overQuota []string
 }
 
 func (t *tally) add(h hit) {
@@ -400,9 +429,12 @@ func (s *Server) countPolicy(kind byte, a, b string, p *model.Policy, group int,
 		added.add(counted)
 	}
 	st := added.ans.status(rlsv3.RateLimitResponse_OK, p.Name, limit, unitTime, timeUnit, limit-n, end.Sub(now))
-	if over && (hits > 0 || bandwidth) && p.StopOnQuotaReach {
-		st.Code = rlsv3.RateLimitResponse_OVER_LIMIT
-		return st, code, end
+	if over && (hits > 0 || bandwidth) {
+		if p.StopOnQuotaReach {
+			st.Code = rlsv3.RateLimitResponse_OVER_LIMIT
+			return st, code, end
+		}
+		added.overQuota = append(added.overQuota, kindNames[kind]+"/"+p.Name) // allowed, and flagged
 	}
 	// Burst control (subscription policies): a second counter beside the
 	// quota's, over one rateLimitTimeUnit. It blocks even when

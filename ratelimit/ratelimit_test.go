@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"slices"
 	"testing"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/common/ratelimit/v3"
 	rlsv3 "github.com/envoyproxy/go-control-plane/envoy/service/ratelimit/v3"
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/rs/zerolog"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -202,11 +204,23 @@ func TestMultiUnitWindowAndBilledPolicy(t *testing.T) {
 	if d := st.GetDurationUntilReset().AsDuration(); d != 9*time.Minute+40*time.Second {
 		t.Errorf("until reset = %v", d)
 	}
-	// stopOnQuotaReach false: WSO2 lets the request through (billed).
-	for range 3 {
-		if got := call(t, s, rlReq("sub-1", "Billed")); got.GetOverallCode() != rlsv3.RateLimitResponse_OK {
+	// stopOnQuotaReach false: WSO2 lets the request through (billed), and
+	// past the limit (1) the backend is told so, and the metric counts it.
+	for i := range 3 {
+		got := call(t, s, rlReq("sub-2", "Billed"))
+		if got.GetOverallCode() != rlsv3.RateLimitResponse_OK {
 			t.Fatalf("billed policy limited: %v", got)
 		}
+		var flag []string
+		for _, h := range got.GetRequestHeadersToAdd() {
+			flag = append(flag, h.GetKey()+": "+h.GetValue())
+		}
+		if want := []string{HeaderQuotaExceeded + ": subscription/Billed"}; i == 0 && len(flag) != 0 || i > 0 && !slices.Equal(flag, want) {
+			t.Errorf("call %d: request headers %v", i+1, flag)
+		}
+	}
+	if n := testutil.ToFloat64(s.overQuota.WithLabelValues("subscription")); n != 2 {
+		t.Errorf("apim_ratelimit_over_quota_total{level=subscription} = %v, want 2", n)
 	}
 }
 
