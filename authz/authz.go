@@ -216,7 +216,8 @@ func (s *Server) Check(ctx context.Context, req *authv3.CheckRequest) (*authv3.C
 		resp, throttled = s.limit(ctx, resp)
 	}
 	if d == nil && !throttled {
-		if _, spoofed := header(attrs.GetRequest().GetHttp(), ratelimit.HeaderQuotaExceeded); spoofed {
+		// Present at all, even empty: every copy goes.
+		if _, spoofed := headerValue(attrs.GetRequest().GetHttp(), ratelimit.HeaderQuotaExceeded); spoofed {
 			resp = withoutQuotaFlag(resp)
 		}
 	}

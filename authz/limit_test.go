@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	corev3 "github.com/envoyproxy/go-control-plane/envoy/config/core/v3"
 	authv3 "github.com/envoyproxy/go-control-plane/envoy/service/auth/v3"
 	"github.com/go-jose/go-jose/v4"
 	"github.com/rs/zerolog"
@@ -126,8 +127,12 @@ func TestQuotaExceededFlag(t *testing.T) {
 	}
 	ctx := context.Background()
 
-	// Within the limit: nothing set; a client's own flag removed.
-	resp, _ := s.Check(ctx, req(true))
+	// Within the limit: nothing set; a client's own flag removed, even an
+	// empty first copy before a forged one (raw headers, as Envoy sends).
+	forged := rawHeaders(request("api-gold", tok, map[string]string{ExtLimitInAuthz: "true"}))
+	forged.Attributes.Request.Http.HeaderMap.Headers = append(forged.Attributes.Request.Http.HeaderMap.Headers,
+		&corev3.HeaderValue{Key: ratelimit.HeaderQuotaExceeded}, &corev3.HeaderValue{Key: ratelimit.HeaderQuotaExceeded, RawValue: []byte("subscription/Free")})
+	resp, _ := s.Check(ctx, forged)
 	if set, removed := flags(resp); len(set) != 0 || len(removed) != 1 {
 		t.Errorf("within the limit, flag sent by the client: set %v, removed %v", set, removed)
 	}

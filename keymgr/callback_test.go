@@ -13,9 +13,13 @@ import (
 
 func TestValidateRedirectURI(t *testing.T) {
 	for uri, ok := range map[string]bool{
-		"https://app.example.com/callback":       true,
-		"http://127.0.0.1:8080/cb?x=1":           true,
-		"com.example.app:/oauth2redirect":        true,
+		"https://app.example.com/callback":         true,
+		"http://127.0.0.1:8080/cb?x=1":             true,
+		"http://localhost/cb":                      true,
+		"com.example.app:/oauth2redirect":          true,
+		"http://app.example.com/cb":                false, // the code in the clear
+		"javascript:alert(1)":                      false,
+		"data:text/html,<script>alert(1)</script>": false,
 		"/callback":                              false,
 		"callback":                               false,
 		"https://app.example.com/cb#fragment":    false,
@@ -79,6 +83,16 @@ func TestApplicationClientCallback(t *testing.T) {
 		return err
 	}); !errors.Is(err, ErrRedirectURI) {
 		t.Errorf("RegisterClient with a fragment = %v, want ErrRedirectURI", err)
+	}
+	if err := inTx(func(tx pgx.Tx) error {
+		_, _, err := e.s.RegisterClient(ctx, tx, "alice", "alice_app3_PRODUCTION", []string{GrantAuthorizationCode}, "")
+		return err
+	}); !errors.Is(err, ErrRedirectURI) {
+		t.Errorf("RegisterClient of the code grant without a callback = %v, want ErrRedirectURI", err)
+	}
+	none := ""
+	if err := inTx(func(tx pgx.Tx) error { return e.s.UpdateClient(ctx, tx, id, nil, &none, nil) }); !errors.Is(err, ErrRedirectURI) {
+		t.Errorf("UpdateClient clearing the callback of a code client = %v, want ErrRedirectURI", err)
 	}
 	if info, _ := e.s.ClientInfo(ctx, id); info.Callback != second {
 		t.Errorf("callback %q after refusals, want %q", info.Callback, second)

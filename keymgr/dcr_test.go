@@ -124,7 +124,8 @@ func TestDCRRefusals(t *testing.T) {
 		"body too large":    {"admin", "admin-password-1", `{"clientName":"` + strings.Repeat("a", maxRegistrationBody) + `"}`, http.StatusBadRequest, "invalid_request", ""},
 		"wrong type":        {"admin", "admin-password-1", `{"clientName":"a","saasApp":"yes"}`, http.StatusBadRequest, "invalid_client_metadata", "saasApp"},
 		"blank clientName":  {"admin", "admin-password-1", `{"clientName":"  "}`, http.StatusBadRequest, "invalid_client_metadata", "clientName"},
-		"relative callback": {"admin", "admin-password-1", `{"clientName":"a","grantType":"authorization_code","callbackUrl":"/cb"}`, http.StatusBadRequest, "invalid_redirect_uri", "not absolute"},
+		"relative callback": {"admin", "admin-password-1", `{"clientName":"a","grantType":"authorization_code","callbackUrl":"/cb"}`, http.StatusBadRequest, "invalid_redirect_uri", "not an absolute URL"},
+		"code, no callback": {"admin", "admin-password-1", `{"clientName":"a","grantType":"authorization_code"}`, http.StatusBadRequest, "invalid_redirect_uri", "required"},
 	}
 	for name, tc := range tests {
 		t.Run(name, func(t *testing.T) {

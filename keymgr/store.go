@@ -222,34 +222,48 @@ var (
 // maxRedirectURI bounds a callback URL's length.
 const maxRedirectURI = 2048
 
-// ValidateRedirectURI checks a client's callback URL as RFC 6749 3.1.2
-// asks: absolute, without a fragment; an http(s) one names a host. Custom
-// schemes (native apps, RFC 8252) are accepted. The authorize endpoint
-// then requires an exact match.
+// ValidateRedirectURI checks a client's callback URL by the rules the
+// authorize endpoint applies when it redirects (fosite's): an absolute URL
+// without a fragment (RFC 6749 3.1.2); plain http only to the loopback
+// host (RFC 8252; anything else would send the code in the clear); custom
+// schemes for native apps, but no script or local-content scheme. A URL
+// it accepts is one the code flow then uses, on an exact match.
 func ValidateRedirectURI(uri string) error {
+	if len(uri) > maxRedirectURI {
+		return fmt.Errorf("%w: longer than %d characters", ErrRedirectURI, maxRedirectURI)
+	}
 	u, err := url.Parse(uri)
 	switch {
-	case len(uri) > maxRedirectURI:
-		return fmt.Errorf("%w: longer than %d characters", ErrRedirectURI, maxRedirectURI)
-	case err != nil:
-		return fmt.Errorf("%w: %q is not a URL", ErrRedirectURI, uri)
-	case !u.IsAbs():
-		return fmt.Errorf("%w: %q is not absolute", ErrRedirectURI, uri)
+	case err != nil || !u.IsAbs():
+		return fmt.Errorf("%w: %q is not an absolute URL", ErrRedirectURI, uri)
 	case u.Fragment != "" || strings.Contains(uri, "#"):
 		return fmt.Errorf("%w: %q has a fragment", ErrRedirectURI, uri)
+	case forbiddenSchemes[strings.ToLower(u.Scheme)]:
+		return fmt.Errorf("%w: scheme %s is not allowed", ErrRedirectURI, u.Scheme)
 	case (u.Scheme == "http" || u.Scheme == "https") && u.Host == "":
 		return fmt.Errorf("%w: %q has no host", ErrRedirectURI, uri)
+	case !fosite.IsValidRedirectURI(u):
+		return fmt.Errorf("%w: %q is not a valid URL", ErrRedirectURI, uri)
+	case !fosite.IsRedirectURISecure(context.Background(), u):
+		return fmt.Errorf("%w: %q: plain http only to localhost; use https", ErrRedirectURI, uri)
 	}
 	return nil
 }
 
+// forbiddenSchemes run code or read local content in the browser that
+// follows the redirect.
+var forbiddenSchemes = map[string]bool{"javascript": true, "data": true, "vbscript": true, "file": true, "blob": true}
+
 // redirectURIs is the redirect URI list of a client of grants with
-// callback. Only the authorization code grant redirects: for a client
-// without it the callback is not kept, and not checked (WSO2's own DCR
-// example sends "www.google.lk" with client_credentials).
+// callback. Only the authorization code grant redirects, and it needs one:
+// for a client without it the callback is not kept, and not checked
+// (WSO2's own DCR example sends "www.google.lk" with client_credentials).
 func redirectURIs(callback string, grants []string) ([]string, error) {
-	if callback == "" || !slices.Contains(grants, GrantAuthorizationCode) {
+	switch {
+	case !slices.Contains(grants, GrantAuthorizationCode):
 		return []string{}, nil
+	case callback == "":
+		return nil, fmt.Errorf("%w: required for the authorization_code grant", ErrRedirectURI)
 	}
 	if err := ValidateRedirectURI(callback); err != nil {
 		return nil, err

@@ -389,8 +389,10 @@ func TestOAuthKeysCallback(t *testing.T) {
 		want string
 	}{
 		"code grant, no callback": {map[string]any{"keyType": "PRODUCTION", "grantTypesToBeSupported": []string{"authorization_code"}}, "callbackUrl is required for the authorization_code grant"},
-		"relative callback":       {map[string]any{"keyType": "PRODUCTION", "grantTypesToBeSupported": []string{"authorization_code"}, "callbackUrl": "/cb"}, "not absolute"},
+		"relative callback":       {map[string]any{"keyType": "PRODUCTION", "grantTypesToBeSupported": []string{"authorization_code"}, "callbackUrl": "/cb"}, "not an absolute URL"},
 		"callback with fragment":  {map[string]any{"keyType": "PRODUCTION", "grantTypesToBeSupported": []string{"authorization_code"}, "callbackUrl": "https://a.example/cb#x"}, "fragment"},
+		"plain http callback":     {map[string]any{"keyType": "PRODUCTION", "grantTypesToBeSupported": []string{"authorization_code"}, "callbackUrl": "http://app.example.com/cb"}, "use https"},
+		"script callback":         {map[string]any{"keyType": "PRODUCTION", "grantTypesToBeSupported": []string{"authorization_code"}, "callbackUrl": "javascript:alert(1)"}, "scheme javascript"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			e.t = t

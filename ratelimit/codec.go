@@ -29,7 +29,7 @@ func (Codec) Name() string { return grpcproto.Name }
 
 // Marshal encodes v.
 func (Codec) Marshal(v any) (mem.BufferSlice, error) {
-	if resp, ok := v.(*rlsv3.RateLimitResponse); ok {
+	if resp, ok := v.(*rlsv3.RateLimitResponse); ok && resp != nil {
 		if b, ok := appendResponse(nil, resp); ok {
 			return mem.BufferSlice{mem.SliceBuffer(b)}, nil
 		}

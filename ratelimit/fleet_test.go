@@ -62,11 +62,20 @@ func TestFleetDecides(t *testing.T) {
 	if k := FleetKey(kindSubscription, "a|1", "b", start); k == FleetKey(kindSubscription, "a", "1|b", start) {
 		t.Errorf("keys collide: %q", k)
 	}
-	// A policy that does not stop on quota reach never asks the fleet.
+	// A policy that does not stop on quota reach (Billed, 1 a minute)
+	// shares its count with the fleet too, and admits whatever it says:
+	// past the limit, here or fleet-wide, the request is flagged.
 	seen = nil
-	call(t, s, rlReq("sub-2", "Billed"))
-	if len(seen) != 0 {
-		t.Errorf("the fleet was asked about a billed-only policy")
+	var flagged []bool
+	for range 3 {
+		r := call(t, s, rlReq("sub-2", "Billed"))
+		if r.GetOverallCode() != rlsv3.RateLimitResponse_OK {
+			t.Fatalf("a billed policy refused: %v", r)
+		}
+		flagged = append(flagged, len(r.GetRequestHeadersToAdd()) == 1)
+	}
+	if len(seen) != 3 || !slices.Equal(flagged, []bool{false, true, true}) {
+		t.Errorf("billed policy: %d counts offered to the fleet, flagged %v; want 3, [false true true]", len(seen), flagged)
 	}
 	body := string(call(t, s, rlReq("sub-1", "Three")).GetRawBody())
 	if want := `"code":"900804"`; !strings.Contains(body, want) {

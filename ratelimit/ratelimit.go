@@ -408,21 +408,29 @@ func (s *Server) countPolicy(kind byte, a, b string, p *model.Policy, group int,
 
 	over := n > limit
 	if bandwidth {
-		// What the fleet has sent counts too: this gateway may go on
-		// while its bytes stay within its share of what is left.
-		over = n >= limit || s.fleet != nil && p.StopOnQuotaReach && !s.fleet.Admit(FleetCount{
-			Key: FleetKey(kind, a, b, start), Start: start, End: end, Limit: limit, Count: n,
-		}, now)
-	} else if s.fleet != nil && hits > 0 && p.StopOnQuotaReach {
-		over = !s.fleet.Admit(FleetCount{
-			Key: FleetKey(kind, a, b, start), Start: start, End: end,
-			Limit: limit, Count: n,
-		}, now)
-		if over {
-			// Only admitted requests count: a refused one would eat into
-			// the other gateways' share of the limit.
-			n = s.counters.add(kind, a, b, start.UnixNano(), end.UnixNano(), -hits, nowNs)
-			counted.n = 0
+		over = n >= limit
+	}
+	if s.fleet != nil && (hits > 0 || bandwidth) {
+		c := FleetCount{Key: FleetKey(kind, a, b, start), Start: start, End: end, Limit: limit, Count: n}
+		switch {
+		case bandwidth:
+			// What the fleet has sent counts too: this gateway may go on
+			// while its bytes stay within its share of what is left.
+			over = over || !s.fleet.Admit(c, now)
+		case p.StopOnQuotaReach:
+			if over = !s.fleet.Admit(c, now); over {
+				// Only admitted requests count: a refused one would eat
+				// into the other gateways' share of the limit.
+				n = s.counters.add(kind, a, b, start.UnixNano(), end.UnixNano(), -hits, nowNs)
+				counted.n = 0
+			}
+		default:
+			// Admitted whatever the fleet says, and flagged past the
+			// fleet's limit: the hits are shared either way.
+			if !s.fleet.Admit(c, now) {
+				over = true
+				s.fleet.Record(c)
+			}
 		}
 	}
 	if counted.n != 0 {
@@ -480,7 +488,7 @@ func (s *Server) countBytes(idx *gwstate.Index, counters string, bytes int64, no
 			continue
 		}
 		n := s.counters.add(kind, f[1], f[2], start.UnixNano(), end.UnixNano(), bytes, now.UnixNano())
-		if s.fleet != nil && p.StopOnQuotaReach {
+		if s.fleet != nil {
 			s.fleet.Record(FleetCount{Key: FleetKey(kind, f[1], f[2], start), Start: start, End: end, Limit: p.Bytes(), Count: n})
 		}
 	}

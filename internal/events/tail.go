@@ -185,6 +185,28 @@ func (t *Tail) listOffsets(ctx context.Context, client *kafka.Client, reqs []kaf
 	return marks, nil
 }
 
+// bounds returns the first offset a partition still holds and its end (the
+// offset the next message will get).
+func (t *Tail) bounds(ctx context.Context, partition int) (first, end int64, err error) {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	transport := &kafka.Transport{ClientID: "apim-tail"}
+	defer transport.CloseIdleConnections()
+	client := &kafka.Client{Addr: kafka.TCP(t.cfg.Brokers...), Timeout: 10 * time.Second, Transport: transport}
+	res, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{
+		t.cfg.Topic: {kafka.FirstOffsetOf(partition), kafka.LastOffsetOf(partition)},
+	}})
+	if err != nil {
+		return 0, 0, err
+	}
+	for _, po := range res.Topics[t.cfg.Topic] {
+		if po.Partition == partition {
+			return po.FirstOffset, po.LastOffset, po.Error
+		}
+	}
+	return 0, 0, fmt.Errorf("tail %s: no offsets of partition %d", t.cfg.Topic, partition)
+}
+
 // Run reads every partition from the marked offsets (marking now if Mark was
 // not called) and calls handle with each event, from one goroutine at a time,
 // in order within a partition. A message that is not a valid Event is logged,
@@ -241,14 +263,23 @@ func (t *Tail) Run(ctx context.Context, handle func(context.Context, Event) erro
 }
 
 // readPartition sends the messages of one partition, from offset on, to msgs
-// until ctx is done. A failing reader is replaced at the next offset. A
-// message past the next offset (the broker dropped the ones before it,
-// and the reader skipped to what it has) ends the partition's reading
-// with ErrMissed on missed, the message not sent.
+// until ctx is done. A failing reader is replaced at the next offset.
+// Events are missed when the broker no longer has the next offset: it
+// dropped it (retention, while this instance was away) or its log starts
+// over (the topic was made again). That is checked each time a reader
+// starts, and by every message read (a reader skips forward to what the
+// broker has); it ends the partition's reading with ErrMissed on missed,
+// the message not sent.
 func (t *Tail) readPartition(ctx context.Context, partition int, offset int64, msgs chan<- kafka.Message, missed chan<- error) {
 	log := t.cfg.Logger.With().Str("topic", t.cfg.Topic).Int("partition", partition).Logger()
 	failures := 0
 	for ctx.Err() == nil {
+		if first, end, err := t.bounds(ctx, partition); err == nil && (first > offset || end < offset) {
+			missed <- fmt.Errorf("tail %s: partition %d holds offsets %d to %d, the next to read is %d: %w",
+				t.cfg.Topic, partition, first, end-1, offset, ErrMissed)
+			return
+		} // an error: the reader below fails the same way, and is retried
+
 		r := kafka.NewReader(kafka.ReaderConfig{
 			Brokers:        t.cfg.Brokers,
 			Topic:          t.cfg.Topic,
