@@ -216,7 +216,7 @@ var (
 	ErrClientNameRequired  = errors.New("client name is required")
 	ErrClientOwnerRequired = errors.New("client owner is required")
 	ErrGrantTypes          = errors.New("grant types are invalid")
-	ErrRedirectURI         = errors.New("callback URL is invalid")
+	ErrRedirectURI         = errors.New("callbackUrl is invalid")
 )
 
 // maxRedirectURI bounds a callback URL's length.

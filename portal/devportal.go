@@ -252,7 +252,6 @@ func (p *Portal) generateKeys(w http.ResponseWriter, r *http.Request) {
 			problems = append(problems, "grantTypesToBeSupported "+g+" is not a supported grant type")
 		}
 	}
-	problems = append(problems, callbackProblems(in.CallbackURL, in.GrantTypesToBeSupported)...)
 	validity, ps := keyValidity(in.ValidityTime, in.AdditionalProperties)
 	problems = append(problems, ps...)
 	if len(problems) > 0 {

@@ -184,21 +184,6 @@ func (p *Portal) updateOAuthKeys(w http.ResponseWriter, r *http.Request) {
 		if in.KeyType != "" && in.KeyType != km.KeyType {
 			ps = append(ps, "keyType is "+km.KeyType+"; it cannot be changed")
 		}
-		if in.CallbackURL != nil || len(in.SupportedGrantTypes) > 0 {
-			// The client's callback and grants as they will be.
-			info, err := ck.ClientInfo(ctx, km.ConsumerKey)
-			if err != nil {
-				return errKeymgr(err)
-			}
-			cb, grants := info.Callback, info.GrantTypes
-			if in.CallbackURL != nil {
-				cb = *in.CallbackURL
-			}
-			if len(in.SupportedGrantTypes) > 0 {
-				grants = in.SupportedGrantTypes
-			}
-			ps = append(ps, callbackProblems(cb, grants)...)
-		}
 		if len(ps) > 0 {
 			return &store.Error{Kind: store.ErrInvalid, Message: strings.Join(ps, "; ")}
 		}
@@ -251,22 +236,6 @@ func (p *Portal) writeKeys(w http.ResponseWriter, r *http.Request, ck ClientKeys
 	writeJSON(w, http.StatusOK, out)
 }
 
-// callbackProblems checks a callbackUrl ("" for none) for a client of
-// grants: the authorization code grant needs one to redirect to. Without
-// that grant it is not kept (keymgr), so not checked.
-func callbackProblems(callback string, grants []string) []string {
-	switch {
-	case !slices.Contains(grants, keymgr.GrantAuthorizationCode):
-		return nil
-	case callback == "":
-		return []string{"callbackUrl is required for the authorization_code grant"}
-	}
-	if err := keymgr.ValidateRedirectURI(callback); err != nil {
-		return []string{"callbackUrl: " + err.Error()}
-	}
-	return nil
-}
-
 // consumerSecretDTO is WSO2's ConsumerSecretDTO.
 type consumerSecretDTO struct {
 	ConsumerSecret string `json:"consumerSecret"`
@@ -304,7 +273,7 @@ func errKeymgr(err error) error {
 	switch {
 	case errors.Is(err, keymgr.ErrClientNotFound):
 		return &store.Error{Kind: store.ErrNotFound, Message: "the key mapping's OAuth client does not exist"}
-	case errors.Is(err, keymgr.ErrValidity), errors.Is(err, keymgr.ErrGrantTypes):
+	case errors.Is(err, keymgr.ErrValidity), errors.Is(err, keymgr.ErrGrantTypes), errors.Is(err, keymgr.ErrRedirectURI):
 		return &store.Error{Kind: store.ErrInvalid, Message: err.Error()}
 	}
 	return err

@@ -388,7 +388,7 @@ func TestOAuthKeysCallback(t *testing.T) {
 		body map[string]any
 		want string
 	}{
-		"code grant, no callback": {map[string]any{"keyType": "PRODUCTION", "grantTypesToBeSupported": []string{"authorization_code"}}, "callbackUrl is required for the authorization_code grant"},
+		"code grant, no callback": {map[string]any{"keyType": "PRODUCTION", "grantTypesToBeSupported": []string{"authorization_code"}}, "callbackUrl is invalid: required for the authorization_code grant"},
 		"relative callback":       {map[string]any{"keyType": "PRODUCTION", "grantTypesToBeSupported": []string{"authorization_code"}, "callbackUrl": "/cb"}, "not an absolute URL"},
 		"callback with fragment":  {map[string]any{"keyType": "PRODUCTION", "grantTypesToBeSupported": []string{"authorization_code"}, "callbackUrl": "https://a.example/cb#x"}, "fragment"},
 		"plain http callback":     {map[string]any{"keyType": "PRODUCTION", "grantTypesToBeSupported": []string{"authorization_code"}, "callbackUrl": "http://app.example.com/cb"}, "use https"},
@@ -428,7 +428,7 @@ func TestOAuthKeysCallback(t *testing.T) {
 
 	e.rejects(400, func() resp {
 		return e.call("PUT", path, "bob-token", map[string]any{"supportedGrantTypes": []string{"authorization_code"}, "callbackUrl": ""})
-	}, "callbackUrl is required")
+	}, "callbackUrl is invalid: required")
 	e.rejects(400, func() resp { return e.call("PUT", path, "bob-token", map[string]any{"callbackUrl": "not a url"}) }, "callbackUrl")
 	if got := callback(); got != first {
 		t.Errorf("callback %q after refused updates, want %q", got, first)
