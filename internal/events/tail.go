@@ -127,9 +127,8 @@ func (t *Tail) Follow(ctx context.Context, reload func(context.Context) error, h
 func (t *Tail) Mark(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	transport := &kafka.Transport{ClientID: "apim-tail"}
-	defer transport.CloseIdleConnections()
-	client := &kafka.Client{Addr: kafka.TCP(t.cfg.Brokers...), Timeout: 10 * time.Second, Transport: transport}
+	client, done := t.client()
+	defer done()
 	md, err := client.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{t.cfg.Topic}})
 	if err != nil {
 		return fmt.Errorf("tail %s: metadata: %w", t.cfg.Topic, err)
@@ -185,14 +184,20 @@ func (t *Tail) listOffsets(ctx context.Context, client *kafka.Client, reqs []kaf
 	return marks, nil
 }
 
+// client is a Kafka client for the tail's metadata and offset requests;
+// call done when finished with it.
+func (t *Tail) client() (c *kafka.Client, done func()) {
+	transport := &kafka.Transport{ClientID: "apim-tail"}
+	return &kafka.Client{Addr: kafka.TCP(t.cfg.Brokers...), Timeout: 10 * time.Second, Transport: transport}, transport.CloseIdleConnections
+}
+
 // bounds returns the first offset a partition still holds and its end (the
 // offset the next message will get).
 func (t *Tail) bounds(ctx context.Context, partition int) (first, end int64, err error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	transport := &kafka.Transport{ClientID: "apim-tail"}
-	defer transport.CloseIdleConnections()
-	client := &kafka.Client{Addr: kafka.TCP(t.cfg.Brokers...), Timeout: 10 * time.Second, Transport: transport}
+	client, done := t.client()
+	defer done()
 	res, err := client.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{
 		t.cfg.Topic: {kafka.FirstOffsetOf(partition), kafka.LastOffsetOf(partition)},
 	}})
