@@ -77,6 +77,16 @@ type keysOut struct {
 	AdditionalProperties                               map[string]any
 }
 
+// productionKeys generates app's production keys for client_credentials.
+func (e *keysEnv) productionKeys(app string) keysOut {
+	e.t.Helper()
+	var keys keysOut
+	e.must(e.call("POST", devBase+"/applications/"+app+"/generate-keys", "bob-token", map[string]any{
+		"keyType": "PRODUCTION", "grantTypesToBeSupported": []string{"client_credentials"},
+	}), 200, &keys)
+	return keys
+}
+
 func (e *keysEnv) app(name, tokenType string) string {
 	e.t.Helper()
 	var app struct{ ApplicationID, TokenType string }
@@ -112,10 +122,7 @@ func TestApplicationTokenType(t *testing.T) {
 		if got.TokenType != want {
 			t.Errorf("GET: tokenType %q, want %q", got.TokenType, want)
 		}
-		var keys keysOut
-		e.must(e.call("POST", devBase+"/applications/"+app+"/generate-keys", "bob-token", map[string]any{
-			"keyType": "PRODUCTION", "grantTypesToBeSupported": []string{"client_credentials"},
-		}), 200, &keys)
+		keys := e.productionKeys(app)
 		tok, _, err := e.token(keys.ConsumerKey, keys.ConsumerSecret)
 		if err != nil {
 			t.Fatal(err)
@@ -213,10 +220,7 @@ func TestGenerateKeysValidity(t *testing.T) {
 func TestUpdateOAuthKeys(t *testing.T) {
 	e := newKeysEnv(t)
 	app := e.app("updated", "JWT")
-	var keys keysOut
-	e.must(e.call("POST", devBase+"/applications/"+app+"/generate-keys", "bob-token", map[string]any{
-		"keyType": "PRODUCTION", "grantTypesToBeSupported": []string{"client_credentials"},
-	}), 200, &keys)
+	keys := e.productionKeys(app)
 	path := devBase + "/applications/" + app + "/oauth-keys/" + keys.KeyMappingID
 	clientRow := func() string {
 		t.Helper()
@@ -299,10 +303,7 @@ func TestUpdateOAuthKeys(t *testing.T) {
 func TestRegenerateConsumerSecret(t *testing.T) {
 	e := newKeysEnv(t)
 	app := e.app("regen", "OAUTH")
-	var keys keysOut
-	e.must(e.call("POST", devBase+"/applications/"+app+"/generate-keys", "bob-token", map[string]any{
-		"keyType": "PRODUCTION", "grantTypesToBeSupported": []string{"client_credentials"},
-	}), 200, &keys)
+	keys := e.productionKeys(app)
 	old, _, err := e.token(keys.ConsumerKey, keys.ConsumerSecret)
 	if err != nil {
 		t.Fatal(err)
