@@ -67,6 +67,7 @@ type env struct {
 	adminPass string
 	gwConfig  *apimConfig // the gateway profile's config, in a split env
 	opsURL    string      // http://127.0.0.1:port of the all-in-one's /metrics
+	apimDB    string      // the API-manager database's URL, in a split env
 }
 
 // proc is a child process whose output is kept for the failure report.
@@ -185,6 +186,7 @@ func startSplit(t testing.TB) *env {
 	t.Helper()
 	e := newEnv(t)
 	apimURL, sharedURL := pgtest.New(t)
+	e.apimDB = apimURL
 	broker, err := events.StartEmbedded(context.Background(), "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/apim-dev/apim/internal/runner"
 	"github.com/apim-dev/apim/ratelimit"
 )
 
@@ -116,8 +117,8 @@ func (a *Agent) Start(ctx context.Context) error {
 	defer w.Close()
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 
 	// Announce presence first, so the others count this gateway in before
 	// it serves much; then read the decisions of the last few seconds,
@@ -125,7 +126,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	// them each RefreshInterval) and the other gateways' presence.
 	a.presence(ctx, w)
 	since := a.cfg.Now().Add(-3 * a.cfg.RefreshInterval)
-	wg.Go(func() {
+	wg.Go(runner.Safe(cancel, func() {
 		for ctx.Err() == nil {
 			ps, err := partitions(ctx, a.cfg.Brokers, TopicDecisions)
 			if err != nil {
@@ -138,7 +139,7 @@ func (a *Agent) Start(ctx context.Context) error {
 			}
 			var rg sync.WaitGroup
 			for _, p := range ps {
-				rg.Go(func() {
+				rg.Go(runner.Safe(cancel, func() {
 					readBroadcast(ctx, a.cfg.Brokers, TopicDecisions, p, since, log, func(m kafka.Message) {
 						msg, err := decodeMessage(m.Value)
 						if err != nil {
@@ -148,12 +149,12 @@ func (a *Agent) Start(ctx context.Context) error {
 						}
 						a.view.apply(msg, a.cfg.Now())
 					})
-				})
+				}))
 			}
 			rg.Wait()
 			return
 		}
-	})
+	}))
 
 	flush := time.NewTicker(a.cfg.FlushInterval)
 	defer flush.Stop()
@@ -163,7 +164,7 @@ func (a *Agent) Start(ctx context.Context) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return runner.Cause(ctx)
 		case <-refresh.C:
 			all = true
 			a.presence(ctx, w)
@@ -180,7 +181,11 @@ func (a *Agent) Start(ctx context.Context) error {
 		for _, c := range counts {
 			b, err := json.Marshal(c)
 			if err != nil {
-				return fmt.Errorf("encode count: %w", err)
+				// Not reachable with model.WindowStart's bounded windows;
+				// one count that cannot be encoded must not stop the others.
+				a.view.met.publishErrors.Inc()
+				log.Error().Err(err).Str("key", c.Key).Msg("encode throttle count; skipped")
+				continue
 			}
 			msgs = append(msgs, kafka.Message{Topic: TopicCounts, Key: []byte(c.Key), Value: b})
 		}

@@ -11,6 +11,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/apim-dev/apim/internal/runner"
 )
 
 // ManagerConfig configures a traffic manager.
@@ -102,10 +104,10 @@ func (m *Manager) Start(ctx context.Context) error {
 	w := newWriter(m.cfg.Brokers, clientID, log)
 	defer w.Close()
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
 	var wg sync.WaitGroup
-	wg.Go(func() {
+	wg.Go(runner.Safe(cancel, func() {
 		for {
 			msg, err := r.ReadMessage(ctx)
 			if err != nil {
@@ -135,10 +137,10 @@ func (m *Manager) Start(ctx context.Context) error {
 				m.met.consumedStale.Inc()
 			}
 		}
-	})
-	wg.Go(func() { m.watchPartitions(ctx, clientID) })
+	}))
+	wg.Go(runner.Safe(cancel, func() { m.watchPartitions(ctx, clientID) }))
 	defer func() {
-		cancel()
+		cancel(nil)
 		wg.Wait()
 		if err := r.Close(); err != nil {
 			log.Debug().Err(err).Msg("close counts reader")
@@ -153,7 +155,7 @@ func (m *Manager) Start(ctx context.Context) error {
 		all := false
 		select {
 		case <-ctx.Done():
-			return nil
+			return runner.Cause(ctx)
 		case <-refresh.C:
 			all = true
 		case <-flush.C:

@@ -52,6 +52,8 @@ type Config struct {
 	MaxDelay time.Duration // rebuild at most this long after the first change; default 100ms
 	Timeout  time.Duration // per environment load; default 10s
 	Logger   zerolog.Logger
+	// GRPCOptions are more options of the ADS server (runner.GRPCRecovery).
+	GRPCOptions []grpc.ServerOption
 }
 
 // Server translates every environment into a snapshot and serves the
@@ -161,7 +163,7 @@ func (s *Server) Start(ctx context.Context) error {
 	}
 	// ADS streams end when ctx is done, so GracefulStop does not wait forever.
 	xdsServer := serverv3.NewServer(ctx, s.cache, s.callbacks())
-	grpcServer := grpc.NewServer()
+	grpcServer := grpc.NewServer(s.cfg.GRPCOptions...)
 	discoveryv3.RegisterAggregatedDiscoveryServiceServer(grpcServer, xdsServer)
 	healthServer := health.NewServer()
 	healthServer.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)

@@ -76,7 +76,8 @@ func run(ctx context.Context, cfg config.Config, root zerolog.Logger) error {
 	log.Info().Str("profile", cfg.Profile).Str("version", Version).Msg("starting")
 	reg := ops.NewRegistry()
 	ready := ops.NewReadiness()
-	s := &system{cfg: cfg, root: root, reg: reg, ready: ready}
+	s := &system{cfg: cfg, root: root, reg: reg, ready: ready, panics: runner.NewPanicCounter()}
+	reg.MustRegister(s.panics)
 	defer s.close()
 
 	var err error
@@ -98,11 +99,11 @@ func run(ctx context.Context, cfg config.Config, root zerolog.Logger) error {
 		return fmt.Errorf("ops.address: %w", err)
 	}
 	opsSrv := &http.Server{Handler: s.opsHandler(ops.Handler(ready, reg)), ReadHeaderTimeout: 5 * time.Second}
-	s.runners = append(s.runners, runner.Func(func(ctx context.Context) error {
+	s.add(runner.Named("ops-http", runner.Func(func(ctx context.Context) error {
 		return ops.Serve(ctx, opsSrv, opsLn, false)
-	}))
+	})))
 	log.Info().Str("ops", cfg.Ops.Address).Msg("started")
-	return runner.Run(ctx, s.runners...)
+	return runner.Group{Logger: log, Panics: s.panics}.Run(ctx, s.runners...)
 }
 
 // system is what one process runs: the runners of its profile and what to
@@ -113,6 +114,8 @@ type system struct {
 	reg     *prometheus.Registry
 	ready   *ops.Readiness
 	runners []runner.Runner
+	// panics counts the panics recovered in runners and gRPC handlers.
+	panics  *prometheus.CounterVec
 	closers []func()
 	// opsRoutes are more routes on the ops listener, by pattern
 	// (backendjwt.go).
@@ -150,7 +153,7 @@ func (s *system) serveHTTPS(h http.Handler) (string, error) {
 		IdleTimeout:       2 * time.Minute,
 		ErrorLog:          nil,
 	}
-	s.add(runner.Func(func(ctx context.Context) error { return ops.Serve(ctx, srv, ln, true) }))
+	s.add(runner.Named("https", runner.Func(func(ctx context.Context) error { return ops.Serve(ctx, srv, ln, true) })))
 	return certFile, nil
 }
 

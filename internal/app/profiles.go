@@ -157,7 +157,7 @@ func (s *system) gateway(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	s.add(keys)
+	s.add(runner.Named("jwks", keys))
 	load := func(ctx context.Context, env string) (*model.GatewayState, error) {
 		return fetchGatewayState(ctx, client, base, env, s.cfg.Gateway.Token)
 	}
@@ -183,7 +183,7 @@ func (s *system) trafficManagerParts(brokers []string) error {
 	if err != nil {
 		return err
 	}
-	s.add(m)
+	s.add(runner.Named("trafficmgr", m))
 	return nil
 }
 
@@ -220,7 +220,7 @@ func (s *system) controlPlaneParts(ctx context.Context) (*controlPlane, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.add(km)
+	s.add(runner.Named("keymgr", km))
 	if err := s.ensureAdmin(ctx, dbs.shared); err != nil {
 		return nil, err
 	}
@@ -253,6 +253,7 @@ func (s *system) controlPlaneParts(ctx context.Context) (*controlPlane, error) {
 		RateLimitFailOpen: s.cfg.Gateway.RateLimitFailOpen,
 		LimitInAuthz:      s.cfg.Gateway.RateLimitMode == config.RateLimitInAuthz,
 		Logger:            s.log("xds"),
+		GRPCOptions:       runner.GRPCRecovery("xds", s.log("xds"), s.panics),
 	})
 	if err != nil {
 		return nil, err
@@ -267,7 +268,7 @@ func (s *system) controlPlaneParts(ctx context.Context) (*controlPlane, error) {
 		return nil, err
 	}
 	s.ready.Add("xds", xdsSrv.Ready)
-	s.add(relay, xdsSrv, runner.Func(func(ctx context.Context) error {
+	s.add(runner.Named("outbox-relay", relay), runner.Named("xds", xdsSrv), runner.Named("xds-events", runner.Func(func(ctx context.Context) error {
 		// Every rebuild reads PostgreSQL: after missed events, one more
 		// rebuild is the reload.
 		reload := func(context.Context) error { xdsSrv.Notify(); return nil }
@@ -277,7 +278,7 @@ func (s *system) controlPlaneParts(ctx context.Context) (*controlPlane, error) {
 			}
 			return nil
 		})
-	}))
+	})))
 	return &controlPlane{brokers: brokers, store: st, keys: km}, nil
 }
 
@@ -433,7 +434,7 @@ func (s *system) gatewayParts(ctx context.Context, brokers []string, load stateL
 	if err != nil {
 		return err
 	}
-	s.add(ext)
+	s.add(runner.Named("external-key-managers", ext))
 	jwt, err := s.backendJWTSigner() // backendjwt.go
 	if err != nil {
 		return err
@@ -451,14 +452,14 @@ func (s *system) gatewayParts(ctx context.Context, brokers []string, load stateL
 	if err != nil {
 		return fmt.Errorf("gateway.sidecar_address: %w", err)
 	}
-	srv := grpc.NewServer(grpc.ForceServerCodecV2(ratelimit.Codec{})) // the RLS messages by hand (ratelimit/codec.go)
+	srv := grpc.NewServer(append(runner.GRPCRecovery("sidecar", s.log("sidecar"), s.panics), grpc.ForceServerCodecV2(ratelimit.Codec{}))...) // the RLS messages by hand (ratelimit/codec.go)
 	az.Register(srv)
 	rl.Register(srv)
 	healthpb.RegisterHealthServer(srv, health.NewServer())
 	s.add(
-		rl,
-		fleet,
-		runner.Func(func(ctx context.Context) error {
+		runner.Named("ratelimit", rl),
+		runner.Named("throttle-agent", fleet),
+		runner.Named("gateway-events", runner.Func(func(ctx context.Context) error {
 			// Missed events (the broker dropped them while this gateway
 			// was away): the full state again, as at start.
 			reload := func(ctx context.Context) error {
@@ -478,8 +479,8 @@ func (s *system) gatewayParts(ctx context.Context, brokers []string, load stateL
 				}
 				return nil
 			})
-		}),
-		runner.Func(func(ctx context.Context) error {
+		})),
+		runner.Named("sidecar-grpc", runner.Func(func(ctx context.Context) error {
 			errc := make(chan error, 1)
 			go func() { errc <- srv.Serve(ln) }()
 			select {
@@ -489,7 +490,7 @@ func (s *system) gatewayParts(ctx context.Context, brokers []string, load stateL
 				srv.GracefulStop()
 				return nil
 			}
-		}),
+		})),
 	)
 	return nil
 }

@@ -3,8 +3,10 @@ package events_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -466,7 +468,10 @@ func TestTailStartsAtMark(t *testing.T) {
 	}
 }
 
-func TestHandlerErrorStopsRun(t *testing.T) {
+// markedTail is a tail on a fresh broker, marked, and the policy events
+// with ids written after the mark, in order on one partition.
+func markedTail(ctx context.Context, t *testing.T, ids ...string) *events.Tail {
+	t.Helper()
 	kafkaBroker := startEmbedded(t)
 	brokers := kafkaBroker.Brokers()
 	ensureTopic(t, brokers)
@@ -474,19 +479,48 @@ func TestHandlerErrorStopsRun(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
 	if err := tail.Mark(ctx); err != nil {
 		t.Fatal(err)
 	}
-	b, _ := json.Marshal(events.Event{SchemaVersion: 1, Kind: events.KindPolicy, Op: events.OpUpsert, ID: "p"})
 	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: events.TopicNotifications, BatchTimeout: time.Millisecond}
 	defer w.Close()
-	if err := w.WriteMessages(ctx, kafka.Message{Key: []byte("p"), Value: b}); err != nil {
-		t.Fatal(err)
+	for _, id := range ids {
+		b, _ := json.Marshal(events.Event{SchemaVersion: 1, Kind: events.KindPolicy, Op: events.OpUpsert, ID: id})
+		if err := w.WriteMessages(ctx, kafka.Message{Key: []byte("p"), Value: b}); err != nil {
+			t.Fatal(err)
+		}
 	}
-	err = tail.Run(ctx, func(context.Context, events.Event) error { return pgx.ErrNoRows })
+	return tail
+}
+
+func TestHandlerErrorStopsRun(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tail := markedTail(ctx, t, "p")
+	err := tail.Run(ctx, func(context.Context, events.Event) error { return pgx.ErrNoRows })
 	if err == nil || ctx.Err() != nil {
 		t.Fatalf("Run = %v (ctx %v), want the handler's error", err, ctx.Err())
+	}
+}
+
+// TestHandlerPanicSkipsTheEvent: an event that makes the handler panic is
+// skipped and counted; the events after it are still handled.
+func TestHandlerPanicSkipsTheEvent(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	tail := markedTail(ctx, t, "poison", "after")
+	var handled []string
+	err := tail.Run(ctx, func(_ context.Context, ev events.Event) error {
+		if ev.ID == "poison" {
+			panic("a bug this event exposes")
+		}
+		handled = append(handled, ev.ID)
+		return errors.New("stop here")
+	})
+	if err == nil || !strings.Contains(err.Error(), "stop here") {
+		t.Fatalf("Run = %v, want it to reach the event after the panic", err)
+	}
+	if len(handled) != 1 || handled[0] != "after" || tail.Skipped() != 1 {
+		t.Fatalf("handled %v, skipped %d; want [after] and 1", handled, tail.Skipped())
 	}
 }

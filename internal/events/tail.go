@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -12,6 +13,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/rs/zerolog"
 	"github.com/segmentio/kafka-go"
+
+	"github.com/apim-dev/apim/internal/runner"
 )
 
 // tailMaxWait bounds how long a fetch waits on an idle partition. Fetches
@@ -231,21 +234,20 @@ func (t *Tail) Run(ctx context.Context, handle func(context.Context, Event) erro
 		t.mu.Unlock()
 	}
 
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
+	ctx, cancel := context.WithCancelCause(ctx)
 	msgs := make(chan kafka.Message, 64)
 	missed := make(chan error, len(marks))
 	var wg sync.WaitGroup
 	defer wg.Wait()
-	defer cancel() // runs before wg.Wait
+	defer cancel(nil) // runs before wg.Wait
 	for p, off := range marks {
-		wg.Go(func() { t.readPartition(ctx, p, off, msgs, missed) })
+		wg.Go(runner.Safe(cancel, func() { t.readPartition(ctx, p, off, msgs, missed) }))
 	}
 	for {
 		var m kafka.Message
 		select {
 		case <-ctx.Done():
-			return nil
+			return runner.Cause(ctx)
 		case err := <-missed:
 			return err
 		case m = <-msgs:
@@ -258,13 +260,32 @@ func (t *Tail) Run(ctx context.Context, handle func(context.Context, Event) erro
 				Int64("offset", m.Offset).Msg("skipping malformed event")
 			continue
 		}
-		if err := handle(ctx, ev); err != nil {
+		p, err := handleRecovering(ctx, handle, ev)
+		if p != nil {
+			// One event that makes the handler panic must not stop every
+			// event after it: skipped, as a malformed one is.
+			t.skipped.Add(1)
+			t.met.skipped.Inc()
+			t.cfg.Logger.Error().Str("panic", fmt.Sprint(p.Value)).Str("stack", string(p.Stack)).Str("kind", string(ev.Kind)).
+				Str("id", ev.ID).Int64("offset", m.Offset).Msg("event handler panicked; event skipped")
+			continue
+		}
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("handle %s event %s (generation %d): %w", ev.Kind, ev.ID, ev.Generation, err)
 		}
 	}
+}
+
+func handleRecovering(ctx context.Context, handle func(context.Context, Event) error, ev Event) (p *runner.PanicError, err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			p = &runner.PanicError{Value: v, Stack: debug.Stack()}
+		}
+	}()
+	return nil, handle(ctx, ev)
 }
 
 // readPartition sends the messages of one partition, from offset on, to msgs

@@ -45,14 +45,52 @@ var timeUnits = map[string]time.Duration{
 // ValidTimeUnit reports whether u is a known time unit.
 func ValidTimeUnit(u string) bool { _, ok := timeUnits[u]; return ok }
 
+// MaxWindowYears bounds a counting window: a policy's unitTime may span at
+// most a century in any unit. It keeps every window's end a time that can be
+// encoded (JSON and RFC 3339 stop at year 9999) and every window's length in
+// nanoseconds inside an int64.
+const MaxWindowYears = 100
+
+// maxUnitTime is the largest unitTime of each unit: MaxWindowYears of it.
+var maxUnitTime = map[string]int64{
+	UnitSecond: MaxWindowYears * 366 * 86400, UnitMinute: MaxWindowYears * 366 * 1440,
+	UnitHour: MaxWindowYears * 366 * 24, UnitDay: MaxWindowYears * 366,
+	UnitMonth: MaxWindowYears * 12, UnitYear: MaxWindowYears,
+}
+
+// MaxUnitTime is the largest unitTime a policy may have in unit (0 for an
+// unknown unit).
+func MaxUnitTime(unit string) int64 { return maxUnitTime[unit] }
+
+// validWindow names what is wrong with a window of unitTime units; field is
+// the WSO2 path of its limit ("defaultLimit.requestCount.").
+func validWindow(field, unit string, unitTime int64) []error {
+	var errs []error
+	if !ValidTimeUnit(unit) {
+		errs = append(errs, fmt.Errorf("%stimeUnit %w: want sec, min, hour, day, month or year", field, ErrUnknownValue))
+	}
+	switch max := maxUnitTime[unit]; {
+	case unitTime <= 0:
+		errs = append(errs, fmt.Errorf("%sunitTime %w: must be at least 1", field, ErrInvalid))
+	case max > 0 && unitTime > max:
+		errs = append(errs, fmt.Errorf("%sunitTime %w: must be at most %d for timeUnit %s (%d years)", field, ErrInvalid, max, unit, MaxWindowYears))
+	}
+	return errs
+}
+
 // WindowStart returns the fixed window of unitTime units that holds now:
 // its start (inclusive) and end (exclusive). Units of fixed length align to
 // multiples of the window since the Unix epoch; month and year align to
 // calendar months and years in UTC, counted from January 1970. An unknown
-// unit or a unitTime below 1 gives zero times.
+// unit or a unitTime below 1 gives zero times; a unitTime past the unit's
+// MaxUnitTime counts as that maximum (a policy stored before the bound),
+// so every window it returns has a length and an end that can be encoded.
 func WindowStart(unit string, unitTime int64, now time.Time) (start, end time.Time) {
 	if unitTime < 1 {
 		return time.Time{}, time.Time{}
+	}
+	if max := maxUnitTime[unit]; unitTime > max {
+		unitTime = max
 	}
 	switch unit {
 	case UnitMonth, UnitYear:
@@ -173,12 +211,6 @@ func (p *Policy) Bytes() int64 {
 	return p.DataAmount
 }
 
-// Window is the length of the policy's counting window; 0 for calendar
-// units, whose length varies (use WindowStart).
-func (p *Policy) Window() time.Duration {
-	return timeUnits[p.TimeUnit] * time.Duration(p.UnitTime)
-}
-
 // Burst reports the policy's burst limit (rateLimitCount per one
 // rateLimitTimeUnit), if it has one.
 func (p *Policy) Burst() (count int64, unit string, ok bool) {
@@ -220,12 +252,7 @@ func (p *Policy) Validate() error {
 	default:
 		field("defaultLimit.type", fmt.Errorf("%w: want REQUESTCOUNTLIMIT or BANDWIDTHLIMIT", ErrUnknownValue))
 	}
-	if !ValidTimeUnit(p.TimeUnit) {
-		field(limit+"timeUnit", fmt.Errorf("%w: want sec, min, hour, day, month or year", ErrUnknownValue))
-	}
-	if p.UnitTime <= 0 {
-		field(limit+"unitTime", fmt.Errorf("%w: must be at least 1", ErrInvalid))
-	}
+	errs = append(errs, validWindow(limit, p.TimeUnit, p.UnitTime)...)
 	if p.RateLimitCount < 0 {
 		field("rateLimitCount", fmt.Errorf("%w: must not be negative", ErrInvalid))
 	}
@@ -267,12 +294,7 @@ func (g *ConditionGroup) validate(prefix string) error {
 	if g.RequestCount < 0 {
 		field("limit.requestCount.requestCount", fmt.Errorf("%w: must not be negative", ErrInvalid))
 	}
-	if !ValidTimeUnit(g.TimeUnit) {
-		field("limit.requestCount.timeUnit", fmt.Errorf("%w: want sec, min, hour, day, month or year", ErrUnknownValue))
-	}
-	if g.UnitTime <= 0 {
-		field("limit.requestCount.unitTime", fmt.Errorf("%w: must be at least 1", ErrInvalid))
-	}
+	errs = append(errs, validWindow(prefix+"limit.requestCount.", g.TimeUnit, g.UnitTime)...)
 	for i, c := range g.Conditions {
 		cp := fmt.Sprintf("conditions[%d].", i)
 		switch c.Type {

@@ -39,6 +39,10 @@ func TestWindowStart(t *testing.T) {
 			}
 		})
 	}
+	// A window stored before the bound counts as the longest one allowed.
+	if s, e := WindowStart(UnitYear, 100_000, at("2026-12-05T00:00:00Z")); !s.Equal(at("1970-01-01T00:00:00Z")) || !e.Equal(at("2070-01-01T00:00:00Z")) {
+		t.Errorf("WindowStart(year, 100000) = %v .. %v, want the century from 1970", s, e)
+	}
 	if s, _ := WindowStart("week", 1, time.Now()); !s.IsZero() {
 		t.Error("unknown unit must give zero")
 	}
@@ -66,6 +70,13 @@ func TestPolicyValidate(t *testing.T) {
 			UnitTime: 1, TimeUnit: "min",
 			Conditions: []Condition{{Type: CondJWTClaims, Name: "sub", Value: "("}, {Type: CondIP, IPType: "IPRANGE", StartIP: "10.0.0.9", EndIP: "10.0.0.1"}, {Type: "X"}},
 		}}}, want: []string{"conditionalGroups[0].conditions[0].jwtClaimsCondition.attribute", "conditionalGroups[0].conditions[1].ipCondition.startingIP", "conditionalGroups[0].conditions[2].type"}},
+		"a century of years":    {p: Policy{Level: LevelApplication, Name: "Y", RequestCount: 5, UnitTime: 100, TimeUnit: UnitYear}},
+		"100,000 years":         {p: Policy{Level: LevelApplication, Name: "Y", RequestCount: 5, UnitTime: 100_000, TimeUnit: UnitYear}, want: []string{"defaultLimit.requestCount.unitTime is invalid: must be at most 100 for timeUnit year"}},
+		"seconds past int64":    {p: Policy{Level: LevelApplication, Name: "S", RequestCount: 5, UnitTime: 1 << 62, TimeUnit: UnitSecond}, want: []string{"defaultLimit.requestCount.unitTime is invalid: must be at most 3162240000"}},
+		"bandwidth of 9k years": {p: Policy{Level: LevelSubscription, Name: "B", QuotaType: QuotaBandwidth, DataAmount: 1, DataUnit: "MB", UnitTime: 9000, TimeUnit: UnitYear}, want: []string{"defaultLimit.bandwidth.unitTime is invalid"}},
+		"group of 10k years": {p: Policy{Level: LevelAPI, Name: "A", RequestCount: 5, UnitTime: 1, TimeUnit: "min", ConditionGroups: []ConditionGroup{{
+			RequestCount: 1, UnitTime: 10_000, TimeUnit: UnitYear, Conditions: []Condition{{Type: CondHeader, Name: "x-a", Value: "b"}},
+		}}}, want: []string{"conditionalGroups[0].limit.requestCount.unitTime is invalid: must be at most 100"}},
 		"groups on subscription": {p: Policy{Level: LevelSubscription, Name: "S", RequestCount: 5, UnitTime: 1, TimeUnit: "min", ConditionGroups: []ConditionGroup{{}}}, want: []string{"conditionalGroups is invalid"}},
 	} {
 		t.Run(name, func(t *testing.T) {
