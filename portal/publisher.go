@@ -42,6 +42,7 @@ func (p *Portal) publisherRoutes(r chi.Router) {
 	r.With(p.authorize(scopesSubView...)).Get("/subscriptions", p.pubListSubscriptions)
 	r.With(p.authorize(scopesSubBlock...)).Post("/subscriptions/block-subscription", p.blockSubscription)
 	r.With(p.authorize(scopesSubBlock...)).Post("/subscriptions/unblock-subscription", p.unblockSubscription)
+	p.revisionRoutes(r) // revisions.go
 }
 
 // apiDTO is WSO2's APIDTO, the fields this server keeps. id, provider and
@@ -423,7 +424,18 @@ func (p *Portal) createRevision(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusCreated, toRevisionDTO(rev))
 }
 
+// listRevisions takes WSO2's query deployed:true (revisions deployed
+// somewhere) or deployed:false.
 func (p *Portal) listRevisions(w http.ResponseWriter, r *http.Request) {
+	deployed := ""
+	if q := r.URL.Query().Get("query"); q != "" {
+		v, ok := strings.CutPrefix(q, "deployed:")
+		if !ok || (v != "true" && v != "false") {
+			badRequest(w, []string{"query " + strconv.Quote(q) + " is not supported; want deployed:true or deployed:false"})
+			return
+		}
+		deployed = v
+	}
 	revs, err := p.store.ListRevisions(r.Context(), chi.URLParam(r, "apiId"))
 	if err != nil {
 		p.fail(w, r, err)
@@ -431,7 +443,9 @@ func (p *Portal) listRevisions(w http.ResponseWriter, r *http.Request) {
 	}
 	out := make([]revisionDTO, 0, len(revs))
 	for i := range revs {
-		out = append(out, toRevisionDTO(&revs[i]))
+		if deployed == "" || (len(revs[i].Deployments) > 0) == (deployed == "true") {
+			out = append(out, toRevisionDTO(&revs[i]))
+		}
 	}
 	writeJSON(w, http.StatusOK, newList(out))
 }

@@ -273,7 +273,8 @@ func (s *system) controlPlaneParts(ctx context.Context) (*controlPlane, error) {
 		// rebuild is the reload.
 		reload := func(context.Context) error { xdsSrv.Notify(); return nil }
 		return tail.Follow(ctx, reload, func(_ context.Context, ev events.Event) error {
-			if ev.Kind == events.KindDeployment || ev.Kind == events.KindAPI {
+			switch ev.Kind {
+			case events.KindDeployment, events.KindAPI, events.KindEnvironment:
 				xdsSrv.Notify()
 			}
 			return nil

@@ -30,6 +30,7 @@ const (
 	KindRevocation   Kind = "revocation"
 	KindDenyPolicy   Kind = "deny_policy"
 	KindKeyManager   Kind = "key_manager"
+	KindEnvironment  Kind = "environment"
 )
 
 // Op is what happened to the entity.

@@ -271,7 +271,8 @@ func (s *Store) Replace(st *model.GatewayState) {
 // Apply applies one entity event: an upsert or a delete of a deployment,
 // application, key mapping, subscription or policy. An event whose
 // generation is not greater than the one held for its entity is dropped
-// (nil error). API events are ignored: routes carry what the gateway needs.
+// (nil error). API and environment events are ignored: routes carry what
+// the gateway needs.
 func (s *Store) Apply(ev events.Event) error {
 	if ev.Op != events.OpUpsert && ev.Op != events.OpDelete {
 		return fmt.Errorf("apply %s event %s: unknown op %q", ev.Kind, ev.ID, ev.Op)
@@ -291,7 +292,7 @@ func (s *Store) Apply(ev events.Event) error {
 	}
 
 	switch ev.Kind {
-	case events.KindAPI:
+	case events.KindAPI, events.KindEnvironment:
 		return nil
 	case events.KindDeployment:
 		var d model.Deployment

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -324,4 +325,67 @@ func deployments(ctx context.Context, q querier, environment string) ([]model.De
 		return nil, fmt.Errorf("scan deployments: %w", err)
 	}
 	return deps, nil
+}
+
+// GetRevision loads one revision of an API, with where it is deployed.
+func (s *Store) GetRevision(ctx context.Context, apiID, revisionID string) (*Revision, error) {
+	revs, err := s.ListRevisions(ctx, apiID)
+	if err != nil {
+		return nil, err
+	}
+	for i := range revs {
+		if revs[i].ID == revisionID {
+			return &revs[i], nil
+		}
+	}
+	return nil, notFound("revision %s of api %s does not exist", revisionID, apiID)
+}
+
+// DeleteRevision deletes a revision that is deployed nowhere; a deployed
+// one is ErrConflict naming its environments, as WSO2 refuses it.
+func (s *Store) DeleteRevision(ctx context.Context, apiID, revisionID string) error {
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		if _, err := getAPI(ctx, tx, apiID, true); err != nil {
+			return err
+		}
+		if _, err := revisionOf(ctx, tx, apiID, revisionID); err != nil {
+			return err
+		}
+		rows, err := tx.Query(ctx, `SELECT environment FROM api_deployments WHERE api_id = $1 AND revision_id = $2 ORDER BY environment`, apiID, revisionID)
+		if err != nil {
+			return fmt.Errorf("list deployments: %w", err)
+		}
+		envs, err := pgx.CollectRows(rows, pgx.RowTo[string])
+		if err != nil {
+			return fmt.Errorf("list deployments: %w", err)
+		}
+		if len(envs) > 0 {
+			return conflict("revision %s is deployed to %s; undeploy it first", revisionID, strings.Join(envs, ", "))
+		}
+		if _, err := tx.Exec(ctx, `DELETE FROM api_revisions WHERE id = $1 AND api_id = $2`, revisionID, apiID); err != nil {
+			return fmt.Errorf("delete revision: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("delete revision %s of api %s: %w", revisionID, apiID, err)
+	}
+	return nil
+}
+
+// RestoreRevision makes a revision's definition the API's working copy
+// again (its id, provider and lifecycle status stay), as WSO2's
+// restore-revision, and appends the api event. Deployments do not change.
+func (s *Store) RestoreRevision(ctx context.Context, apiID, revisionID string) (*model.API, error) {
+	var def *model.API
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		var err error
+		def, err = revisionOf(ctx, tx, apiID, revisionID)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("restore revision %s of api %s: %w", revisionID, apiID, err)
+	}
+	def.ID = apiID
+	return s.UpdateAPI(ctx, *def)
 }
