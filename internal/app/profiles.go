@@ -225,6 +225,9 @@ func (s *system) controlPlaneParts(ctx context.Context) (*controlPlane, error) {
 		return nil, err
 	}
 	st := store.New(dbs.apim)
+	if err := st.EnsureDefaultPolicies(ctx); err != nil {
+		return nil, err
+	}
 	p, err := portal.New(portal.Config{Store: st, Tokens: km, Clients: km, Logger: s.log("portal")})
 	if err != nil {
 		return nil, err

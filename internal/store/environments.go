@@ -39,7 +39,7 @@ func (s *Store) CreateEnvironment(ctx context.Context, e model.Environment) (*mo
 	e.ID, e.ReadOnly = newID(), false
 	defaultEnvironment(&e)
 	if err := e.Validate(); err != nil {
-		return nil, invalid("%v", err)
+		return nil, invalid("%s", joinLines(err))
 	}
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		err := tx.QueryRow(ctx, `
@@ -78,7 +78,7 @@ func (s *Store) UpdateEnvironment(ctx context.Context, e model.Environment) (*mo
 		e.Name, e.ReadOnly = cur.Name, false
 		defaultEnvironment(&e)
 		if err := e.Validate(); err != nil {
-			return invalid("%v", err)
+			return invalid("%s", joinLines(err))
 		}
 		err = tx.QueryRow(ctx, `
 			UPDATE gateway_environments SET display_name = $2, description = $3, provider = $4, type = $5,

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	"github.com/jackc/pgx/v5"
 
@@ -108,27 +109,72 @@ func (s *Store) UpdatePolicy(ctx context.Context, id string, p model.Policy) (*m
 	return &p, nil
 }
 
+// DefaultPolicy is the policy of every level that apim falls back to when
+// a request names none (an API's subscription tiers, a resource's tier, an
+// application's tier): it cannot be deleted.
+const DefaultPolicy = "Unlimited"
+
+// policyUses are the queries that count what refers to a policy of each
+// level by name ($1), each with what to call the referrer in an error.
+var policyUses = map[string][]struct{ what, query string }{
+	model.LevelSubscription: {
+		{"subscriptions", `SELECT count(*) FROM subscriptions WHERE throttling_policy = $1`},
+		{"APIs offering it", `SELECT count(*) FROM apis WHERE $1 = ANY (policies)`},
+	},
+	model.LevelApplication: {
+		{"applications", `SELECT count(*) FROM applications WHERE throttling_policy = $1`},
+	},
+	model.LevelAPI: {
+		{"APIs", `SELECT count(*) FROM apis WHERE api_throttling_policy = $1`},
+		{"API resources", `SELECT count(*) FROM api_resources WHERE throttling_policy = $1`},
+	},
+}
+
+// EnsureDefaultPolicies puts back the DefaultPolicy of every level that
+// falls back to one, should it be missing (a database restored from an old
+// backup, a row deleted by hand): the control plane calls it at start.
+func (s *Store) EnsureDefaultPolicies(ctx context.Context) error {
+	for _, level := range []string{model.LevelSubscription, model.LevelApplication, model.LevelAPI} {
+		_, err := s.GetPolicy(ctx, level, DefaultPolicy)
+		if errors.Is(err, ErrNotFound) {
+			_, err = s.CreatePolicy(ctx, model.Policy{
+				Level: level, Name: DefaultPolicy, Description: "Allows unlimited requests", UnitTime: 1, TimeUnit: model.UnitMinute,
+			})
+			if errors.Is(err, ErrConflict) { // another control plane put it back first
+				err = nil
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("ensure default policies: %w", err)
+		}
+	}
+	return nil
+}
+
 // DeletePolicy removes the policy of a level whose policyId (or name) is id
-// and appends its delete event. A policy an application or subscription
-// uses cannot be deleted (ErrConflict).
+// and appends its delete event. The level's DefaultPolicy, and a policy
+// anything refers to, cannot be deleted (ErrConflict naming what does).
 func (s *Store) DeletePolicy(ctx context.Context, level, id string) error {
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		cur, err := getPolicy(ctx, tx, level, id, true)
 		if err != nil {
 			return err
 		}
-		var used bool
-		switch level {
-		case model.LevelSubscription:
-			err = tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM subscriptions WHERE throttling_policy = $1)`, cur.Name).Scan(&used)
-		case model.LevelApplication:
-			err = tx.QueryRow(ctx, `SELECT EXISTS (SELECT 1 FROM applications WHERE throttling_policy = $1)`, cur.Name).Scan(&used)
+		if cur.Name == DefaultPolicy && level != model.LevelCustom {
+			return conflict("%s throttling policy %s is the default of its level; it cannot be deleted", level, cur.Name)
 		}
-		if err != nil {
-			return fmt.Errorf("check use: %w", err)
+		var uses []string
+		for _, u := range policyUses[level] {
+			var n int
+			if err := tx.QueryRow(ctx, u.query, cur.Name).Scan(&n); err != nil {
+				return fmt.Errorf("check use by %s: %w", u.what, err)
+			}
+			if n > 0 {
+				uses = append(uses, fmt.Sprintf("%d %s", n, u.what))
+			}
 		}
-		if used {
-			return conflict("%s throttling policy %s is in use", level, cur.Name)
+		if len(uses) > 0 {
+			return conflict("%s throttling policy %s is in use by %s", level, cur.Name, strings.Join(uses, " and "))
 		}
 		if _, err := tx.Exec(ctx, `DELETE FROM throttling_policies WHERE level = $1 AND name = $2`, level, cur.Name); err != nil {
 			return fmt.Errorf("delete: %w", err)
