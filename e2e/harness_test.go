@@ -96,6 +96,8 @@ type apimConfig struct {
 	// throttling); empty and 0 keep the defaults.
 	GatewayID string
 	FleetSize int
+	// GatewayExtra are more lines of the gateway section, indented.
+	GatewayExtra string
 	// RateLimitMode is gateway.rate_limit_mode, where the rate-limit
 	// decision is made; rendered only when set, so empty keeps the default.
 	RateLimitMode string
@@ -129,6 +131,9 @@ gateway:
   fleet_size: {{.FleetSize}}
 {{- if .RateLimitMode}}
   rate_limit_mode: {{.RateLimitMode}}
+{{- end}}
+{{- if .GatewayExtra}}
+{{.GatewayExtra}}
 {{- end}}
 key_manager:
   issuer: https://localhost:{{.IssuerPort}}/oauth2/token

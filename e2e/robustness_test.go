@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
@@ -130,4 +131,79 @@ func grepLines(s string, subs ...string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// TestGatewayListenerLimits: the listener refuses a body past the limit
+// with 413 and WSO2's error shape (by Content-Length and while it streams),
+// and closes a connection whose headers trickle in past the timeout.
+func TestGatewayListenerLimits(t *testing.T) {
+	e := startWith(t, nil, func(c *apimConfig) {
+		c.GatewayExtra = "  max_request_body_bytes: 1048576\n  request_headers_timeout: 2s"
+	})
+	admin := e.userToken("admin", e.adminPass, "apim:api_view apim:api_create apim:api_publish apim:subscribe apim:app_manage apim:sub_manage")
+	api := e.publishAPIWith(admin, "Uploads", "/uploads", []string{"Unlimited"}, map[string]any{
+		"operations": []map[string]any{{"target": "/files", "verb": "POST"}},
+	})
+	app := e.createApp(admin, "Uploader")
+	e.subscribe(admin, app, api, "Unlimited")
+	token := e.appToken(admin, app)
+	post := func(body io.Reader, size int64) (int, string) {
+		req, err := http.NewRequest("POST", e.gwURL+"/uploads/1.0.0/files", body)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.ContentLength = size // -1: chunked, as a stream of unknown length
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	e.eventually(10*time.Second, func() string {
+		if status, body := post(strings.NewReader("small"), 5); status != 200 {
+			return fmt.Sprintf("small body: %d %s", status, body)
+		}
+		return ""
+	})
+	big := strings.Repeat("x", 2<<20)
+	for name, size := range map[string]int64{"by Content-Length": int64(len(big)), "streamed": -1} {
+		status, body := post(strings.NewReader(big), size)
+		if status != 413 || !strings.Contains(body, `"code":"413"`) || !strings.Contains(body, "1048576 bytes") {
+			t.Errorf("2 MiB body %s: %d %s, want 413 with the limit", name, status, body)
+		}
+	}
+
+	// Headers sent a byte every 300 ms: closed at the 2 s timeout, well
+	// before they end (about 12 s).
+	conn, err := net.DialTimeout("tcp", strings.TrimPrefix(e.gwURL, "http://"), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	start := time.Now()
+	closed := false
+	for _, c := range []byte("GET /uploads/1.0.0/files HTTP/1.1\r\nHost: localhost\r\nX-Slow: a\r\n\r\n") {
+		if _, err := conn.Write([]byte{c}); err != nil {
+			closed = true
+			break
+		}
+		time.Sleep(300 * time.Millisecond)
+		if time.Since(start) > 6*time.Second {
+			break
+		}
+	}
+	if !closed {
+		_ = conn.SetReadDeadline(time.Now().Add(5 * time.Second))
+		b, err := io.ReadAll(conn)
+		closed = err == nil && (len(b) == 0 || strings.HasPrefix(string(b), "HTTP/1.1 408"))
+		if !closed {
+			t.Errorf("slow headers: read %q, %v; want the connection closed by the gateway", b, err)
+		}
+	}
+	if d := time.Since(start); d > 8*time.Second {
+		t.Errorf("slow headers held the connection %v", d)
+	}
 }

@@ -132,6 +132,7 @@ func (s *Server) rebuildEnvironment(ctx context.Context, env string) (string, er
 		RateLimitFailOpen: s.cfg.RateLimitFailOpen,
 		LimitInAuthz:      s.cfg.LimitInAuthz,
 		UpstreamCAFile:    s.cfg.UpstreamCAFile,
+		Limits:            s.cfg.Limits,
 	}
 	var serving envState
 	s.mu.Lock()

@@ -52,6 +52,7 @@ type Config struct {
 	MaxDelay time.Duration // rebuild at most this long after the first change; default 100ms
 	Timeout  time.Duration // per environment load; default 10s
 	Logger   zerolog.Logger
+	Limits   ListenerLimits
 	// GRPCOptions are more options of the ADS server (runner.GRPCRecovery).
 	GRPCOptions []grpc.ServerOption
 }

@@ -25,6 +25,7 @@ import (
 	listenerv3 "github.com/envoyproxy/go-control-plane/envoy/config/listener/v3"
 	ratelimitconfv3 "github.com/envoyproxy/go-control-plane/envoy/config/ratelimit/v3"
 	routev3 "github.com/envoyproxy/go-control-plane/envoy/config/route/v3"
+	bodylimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/body_size_limit/v3"
 	corsv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/cors/v3"
 	extauthzv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ext_authz/v3"
 	ratelimitv3 "github.com/envoyproxy/go-control-plane/envoy/extensions/filters/http/ratelimit/v3"
@@ -50,6 +51,8 @@ import (
 
 // Names shared with the sidecar and with Envoy's bootstrap.
 const (
+	// bodySizeLimitFilter is Envoy's body size limit filter (no wellknown name).
+	bodySizeLimitFilter = "envoy.filters.http.body_size_limit"
 	// SidecarCluster is the cluster of the gateway sidecar (ext_authz and RLS).
 	SidecarCluster = "apim_sidecar"
 	// RateLimitDomain is the domain of every rate-limit request.
@@ -113,6 +116,13 @@ const (
 // notFoundBody is WSO2's body for a request that matches no API resource.
 const notFoundBody = `{"code":"900906","message":"No matching resource found for given API Request","description":"The requested resource is not available."}`
 
+// tooLargeBody is the body of Envoy's 413 for a request body past the
+// listener's limit, in WSO2's error shape.
+func tooLargeBody(limit uint64) string {
+	return `{"code":"413","message":"Payload Too Large","description":"The request body is larger than the gateway accepts (` +
+		strconv.FormatUint(limit, 10) + ` bytes)."}`
+}
+
 // blockedBody is WSO2's body for a call to a BLOCKED API.
 const blockedBody = `{"code":"700700","message":"API blocked","description":"This API has been blocked temporarily. Please try again later or contact the system administrators."}`
 
@@ -142,6 +152,32 @@ type Input struct {
 	// Check (gateway.rate_limit_mode ext_authz): Envoy then calls the
 	// rate-limit service only to count bandwidth when a stream is done.
 	LimitInAuthz bool
+	Limits       ListenerLimits
+}
+
+// ListenerLimits bound what a client may hold of the listener; a zero
+// field takes its default.
+type ListenerLimits struct {
+	RequestHeadersTimeout time.Duration // all headers received within; default 10s
+	IdleTimeout           time.Duration // a connection with no stream is closed after; default 1m
+	MaxRequestHeadersKB   uint32        // default 60 (Envoy's)
+	MaxRequestBodyBytes   uint64        // a larger body is refused with 413; default 10 MiB
+}
+
+func (l ListenerLimits) withDefaults() ListenerLimits {
+	if l.RequestHeadersTimeout == 0 {
+		l.RequestHeadersTimeout = 10 * time.Second
+	}
+	if l.IdleTimeout == 0 {
+		l.IdleTimeout = time.Minute
+	}
+	if l.MaxRequestHeadersKB == 0 {
+		l.MaxRequestHeadersKB = 60
+	}
+	if l.MaxRequestBodyBytes == 0 {
+		l.MaxRequestBodyBytes = 10 << 20
+	}
+	return l
 }
 
 // Resources are the Envoy resources of one environment.
@@ -839,12 +875,20 @@ func httpListener(in Input, routeName string) *listenerv3.Listener {
 		DisableXEnvoyRatelimitedHeader: true,
 		RateLimits:                     rateLimits(in.LimitInAuthz),
 	}
+	limits := in.Limits.withDefaults()
 	hcm := &hcmv3.HttpConnectionManager{
 		StatPrefix:       routeName,
 		CodecType:        hcmv3.HttpConnectionManager_AUTO,
 		UseRemoteAddress: wrapperspb.Bool(true),
 		NormalizePath:    wrapperspb.Bool(true),
 		MergeSlashes:     true,
+		// A client that trickles its headers, or holds an idle connection,
+		// does not hold it for long.
+		RequestHeadersTimeout: durationpb.New(limits.RequestHeadersTimeout),
+		CommonHttpProtocolOptions: &corev3.HttpProtocolOptions{
+			IdleTimeout: durationpb.New(limits.IdleTimeout),
+		},
+		MaxRequestHeadersKb: wrapperspb.UInt32(limits.MaxRequestHeadersKB),
 		RouteSpecifier: &hcmv3.HttpConnectionManager_Rds{Rds: &hcmv3.Rds{
 			RouteConfigName: routeName,
 			ConfigSource: &corev3.ConfigSource{
@@ -855,13 +899,19 @@ func httpListener(in Input, routeName string) *listenerv3.Listener {
 		// CORS first: it answers allowed preflights before ext_authz runs,
 		// and as the outermost encoder it adds its headers to ext_authz's
 		// and the rate limit's denials too, so a browser can read them.
+		// The body limit next: it refuses what is too large before any
+		// side call, by Content-Length or as the body streams (nothing is
+		// buffered for it).
 		HttpFilters: []*hcmv3.HttpFilter{
 			{Name: wellknown.CORS, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: toAny(&corsv3.Cors{})}},
+			{Name: bodySizeLimitFilter, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: toAny(&bodylimitv3.BodySizeLimit{
+				MaxRequestBytes: wrapperspb.UInt64(limits.MaxRequestBodyBytes),
+			})}},
 			{Name: wellknown.HTTPExternalAuthorization, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: toAny(authz)}},
 			{Name: wellknown.HTTPRateLimit, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: toAny(rl)}},
 			{Name: wellknown.Router, ConfigType: &hcmv3.HttpFilter_TypedConfig{TypedConfig: toAny(&routerv3.Router{})}},
 		},
-		LocalReplyConfig: &hcmv3.LocalReplyConfig{Mappers: []*hcmv3.ResponseMapper{{
+		LocalReplyConfig: &hcmv3.LocalReplyConfig{Mappers: []*hcmv3.ResponseMapper{jsonReply(413, tooLargeBody(limits.MaxRequestBodyBytes)), {
 			// Only Envoy's own "no route" reply (flag NR): the 401/403/429
 			// bodies of ext_authz and the rate limit pass unchanged.
 			Filter: &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_ResponseFlagFilter{
@@ -882,6 +932,23 @@ func httpListener(in Input, routeName string) *listenerv3.Listener {
 			Name:       wellknown.HTTPConnectionManager,
 			ConfigType: &listenerv3.Filter_TypedConfig{TypedConfig: toAny(hcm)},
 		}}}},
+	}
+}
+
+// jsonReply maps Envoy's own replies of one status to a JSON body.
+func jsonReply(status uint32, body string) *hcmv3.ResponseMapper {
+	return &hcmv3.ResponseMapper{
+		Filter: &accesslogv3.AccessLogFilter{FilterSpecifier: &accesslogv3.AccessLogFilter_StatusCodeFilter{
+			StatusCodeFilter: &accesslogv3.StatusCodeFilter{Comparison: &accesslogv3.ComparisonFilter{
+				Op:    accesslogv3.ComparisonFilter_EQ,
+				Value: &corev3.RuntimeUInt32{DefaultValue: status, RuntimeKey: "apim.local_reply." + strconv.FormatUint(uint64(status), 10)},
+			}},
+		}},
+		Body: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: body}},
+		BodyFormatOverride: &corev3.SubstitutionFormatString{
+			Format:      &corev3.SubstitutionFormatString_TextFormatSource{TextFormatSource: &corev3.DataSource{Specifier: &corev3.DataSource_InlineString{InlineString: "%LOCAL_REPLY_BODY%"}}},
+			ContentType: "application/json",
+		},
 	}
 }
 

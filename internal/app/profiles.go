@@ -257,6 +257,11 @@ func (s *system) controlPlaneParts(ctx context.Context) (*controlPlane, error) {
 		LimitInAuthz:      s.cfg.Gateway.RateLimitMode == config.RateLimitInAuthz,
 		Logger:            s.log("xds"),
 		GRPCOptions:       runner.GRPCRecovery("xds", s.log("xds"), s.panics),
+		Limits: xds.ListenerLimits{
+			RequestHeadersTimeout: s.cfg.Gateway.RequestHeadersTimeout, IdleTimeout: s.cfg.Gateway.IdleTimeout,
+			MaxRequestHeadersKB: uint32(s.cfg.Gateway.MaxRequestHeadersKB), //nolint:gosec // G115: config.Validate keeps it in 1..8192
+			MaxRequestBodyBytes: uint64(s.cfg.Gateway.MaxRequestBodyBytes), //nolint:gosec // G115: config.Validate keeps it positive
+		},
 	})
 	if err != nil {
 		return nil, err

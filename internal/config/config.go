@@ -107,6 +107,14 @@ type Gateway struct {
 	BackendJWTKey string `yaml:"backend_jwt_key"`
 	// BackendJWTIssuer is the iss of those JWTs; WSO2's by default.
 	BackendJWTIssuer string `yaml:"backend_jwt_issuer"`
+	// Limits of the gateway's HTTP listener, set by the control plane in
+	// the Envoy config: how long a client may take to send its request
+	// headers, how long a connection may sit idle, how large the headers
+	// and the body may be (a larger body is refused with 413).
+	RequestHeadersTimeout time.Duration `yaml:"request_headers_timeout"`
+	IdleTimeout           time.Duration `yaml:"idle_timeout"`
+	MaxRequestHeadersKB   int           `yaml:"max_request_headers_kb"`
+	MaxRequestBodyBytes   int64         `yaml:"max_request_body_bytes"`
 }
 
 // Values of gateway.rate_limit_mode.
@@ -148,6 +156,11 @@ func Default() Config {
 			RateLimitFailOpen: true,
 			RateLimitMode:     RateLimitInAuthz,
 			BackendJWTIssuer:  "wso2.org/products/am",
+
+			RequestHeadersTimeout: 10 * time.Second,
+			IdleTimeout:           time.Minute,
+			MaxRequestHeadersKB:   60,
+			MaxRequestBodyBytes:   10 << 20,
 		},
 		KeyManager: KeyManager{Issuer: "https://localhost:9443/oauth2/token", AccessTokenTTL: time.Hour, RefreshTokenTTL: 24 * time.Hour},
 		Admin:      Admin{Username: "admin"},
@@ -229,12 +242,12 @@ func setField(fv reflect.Value, raw string) error {
 	switch fv.Interface().(type) {
 	case string:
 		fv.SetString(raw)
-	case int:
-		n, err := strconv.Atoi(raw)
-		if err != nil {
+	case int, int64:
+		n, err := strconv.ParseInt(raw, 10, 64)
+		if err != nil || fv.OverflowInt(n) {
 			return fmt.Errorf("want a whole number, got %q", raw)
 		}
-		fv.SetInt(int64(n))
+		fv.SetInt(n)
 	case bool:
 		b, err := strconv.ParseBool(raw)
 		if err != nil {
@@ -295,6 +308,18 @@ func (c *Config) Validate() error {
 	}
 	if c.Gateway.RateLimitMode != RateLimitInAuthz && c.Gateway.RateLimitMode != RateLimitRLS {
 		bad("gateway.rate_limit_mode", "want %s or %s, got %q", RateLimitInAuthz, RateLimitRLS, c.Gateway.RateLimitMode)
+	}
+	if c.Gateway.RequestHeadersTimeout < time.Second {
+		bad("gateway.request_headers_timeout", "must be at least 1s, got %v", c.Gateway.RequestHeadersTimeout)
+	}
+	if c.Gateway.IdleTimeout < time.Second {
+		bad("gateway.idle_timeout", "must be at least 1s, got %v", c.Gateway.IdleTimeout)
+	}
+	if c.Gateway.MaxRequestHeadersKB < 1 || c.Gateway.MaxRequestHeadersKB > 8192 {
+		bad("gateway.max_request_headers_kb", "want 1 to 8192 (Envoy's range), got %d", c.Gateway.MaxRequestHeadersKB)
+	}
+	if c.Gateway.MaxRequestBodyBytes < 1 {
+		bad("gateway.max_request_body_bytes", "must be at least 1, got %d", c.Gateway.MaxRequestBodyBytes)
 	}
 	if c.Gateway.FleetSize < 0 {
 		bad("gateway.fleet_size", "must not be negative")
