@@ -482,7 +482,7 @@ func markedTail(ctx context.Context, t *testing.T, ids ...string) *events.Tail {
 	if err := tail.Mark(ctx); err != nil {
 		t.Fatal(err)
 	}
-	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: events.TopicNotifications, BatchTimeout: time.Millisecond}
+	w := &kafka.Writer{Addr: kafka.TCP(brokers...), Topic: events.TopicNotifications, Balancer: kafka.Murmur2Balancer{}, BatchTimeout: time.Millisecond}
 	defer w.Close()
 	for _, id := range ids {
 		b, _ := json.Marshal(events.Event{SchemaVersion: 1, Kind: events.KindPolicy, Op: events.OpUpsert, ID: id})
