@@ -3,6 +3,7 @@ package portal
 import (
 	"context"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/go-chi/chi/v5"
@@ -57,6 +58,13 @@ type devAPIDTO struct {
 	Provider           string   `json:"provider"`
 	LifeCycleStatus    string   `json:"lifeCycleStatus"`
 	ThrottlingPolicies []string `json:"throttlingPolicies"`
+	Tags               []string `json:"tags"`
+	Transport          []string `json:"transport"`
+	IsDefaultVersion   bool     `json:"isDefaultVersion"`
+	// BusinessInformation and the additional properties marked display,
+	// as WSO2's devportal shows them.
+	BusinessInformation  *businessInfoDTO        `json:"businessInformation,omitempty"`
+	AdditionalProperties []additionalPropertyDTO `json:"additionalProperties"`
 }
 
 func toDevAPIDTO(a *model.API) devAPIDTO {
@@ -64,10 +72,24 @@ func toDevAPIDTO(a *model.API) devAPIDTO {
 	if pol == nil {
 		pol = []string{}
 	}
-	return devAPIDTO{
+	d := devAPIDTO{
 		ID: a.ID, Name: a.Name, Description: a.Description, Context: a.Context, Version: a.Version,
 		Provider: a.Provider, LifeCycleStatus: string(a.Status), ThrottlingPolicies: pol,
+		Tags: nonNilStrings(a.Tags), Transport: nonNilStrings(a.Transport), IsDefaultVersion: a.IsDefaultVersion,
+		AdditionalProperties: []additionalPropertyDTO{},
 	}
+	if b := a.BusinessInformation; b != nil {
+		d.BusinessInformation = &businessInfoDTO{
+			BusinessOwner: b.BusinessOwner, BusinessOwnerEmail: b.BusinessOwnerEmail,
+			TechnicalOwner: b.TechnicalOwner, TechnicalOwnerEmail: b.TechnicalOwnerEmail,
+		}
+	}
+	for _, p := range a.AdditionalProperties {
+		if p.Display {
+			d.AdditionalProperties = append(d.AdditionalProperties, additionalPropertyDTO{Name: p.Name, Value: p.Value, Display: true})
+		}
+	}
+	return d
 }
 
 func (p *Portal) devListAPIs(w http.ResponseWriter, r *http.Request) {
@@ -76,7 +98,28 @@ func (p *Portal) devListAPIs(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, problems)
 		return
 	}
-	apis, total, err := p.store.ListAPIs(r.Context(), store.ListAPIsOptions{Limit: limit, Offset: offset, Statuses: visible})
+	opts, ok := apiQuery(w, r)
+	if !ok {
+		return
+	}
+	// Only what the devportal shows, whatever status: the query names.
+	statuses := visible
+	if len(opts.Statuses) > 0 {
+		statuses = nil
+		for _, st := range opts.Statuses {
+			if slices.Contains(visible, st) {
+				statuses = append(statuses, st)
+			}
+		}
+		if len(statuses) == 0 {
+			l := newList([]devAPIDTO{})
+			l.Pagination = pagination(DevportalBase+"/apis", limit, offset, 0)
+			writeJSON(w, http.StatusOK, l)
+			return
+		}
+	}
+	opts.Limit, opts.Offset, opts.Statuses = limit, offset, statuses
+	apis, total, err := p.store.ListAPIs(r.Context(), opts)
 	if err != nil {
 		p.fail(w, r, err)
 		return

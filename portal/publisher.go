@@ -1,6 +1,8 @@
 package portal
 
 import (
+	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
 	"strconv"
@@ -45,8 +47,11 @@ func (p *Portal) publisherRoutes(r chi.Router) {
 	p.revisionRoutes(r) // revisions.go
 }
 
-// apiDTO is WSO2's APIDTO, the fields this server keeps. id, provider and
-// lifeCycleStatus are read-only: accepted so a GET body can be PUT back.
+// apiDTO is WSO2's APIDTO (publisher v4): every property of WSO2's
+// definition. The ones apim acts on are fields here; apiExtraDTO holds
+// those it stores without acting on, apiServerSetDTO those the server sets
+// (docs/wso2-compatibility.md). id, provider and lifeCycleStatus are
+// read-only: accepted so a GET body can be PUT back.
 type apiDTO struct {
 	ID              string         `json:"id,omitempty"`
 	Name            string         `json:"name"`
@@ -56,7 +61,6 @@ type apiDTO struct {
 	Provider        string         `json:"provider,omitempty"`
 	LifeCycleStatus string         `json:"lifeCycleStatus,omitempty"`
 	Type            string         `json:"type,omitempty"`
-	EndpointConfig  *endpointConf  `json:"endpointConfig,omitempty"`
 	Operations      []operationDTO `json:"operations"`
 	Policies        []string       `json:"policies"`
 	// SecurityScheme is WSO2's: oauth2 and/or api_key; default [oauth2].
@@ -65,8 +69,20 @@ type apiDTO struct {
 	APIThrottlingPolicy string   `json:"apiThrottlingPolicy,omitempty"`
 	CORSConfiguration   *corsDTO `json:"corsConfiguration,omitempty"`
 	// EnableBackendJWT has the gateway send the backend a signed JWT
-	// describing the caller, in X-JWT-Assertion; default false.
-	EnableBackendJWT bool `json:"enableBackendJWT"`
+	// describing the caller, in X-JWT-Assertion; default false. apim's,
+	// not WSO2's (WSO2 configures it per gateway).
+	EnableBackendJWT        bool                             `json:"enableBackendJWT"`
+	Tags                    []string                         `json:"tags"`
+	Visibility              string                           `json:"visibility,omitempty"`
+	VisibleRoles            []string                         `json:"visibleRoles"`
+	Transport               []string                         `json:"transport"`
+	IsDefaultVersion        bool                             `json:"isDefaultVersion"`
+	BusinessInformation     *businessInfoDTO                 `json:"businessInformation,omitempty"`
+	AdditionalProperties    []additionalPropertyDTO          `json:"additionalProperties"`
+	AdditionalPropertiesMap map[string]additionalPropertyDTO `json:"additionalPropertiesMap"`
+	Scopes                  []apiScopeDTO                    `json:"scopes"`
+	apiServerSetDTO
+	apiExtraDTO
 }
 
 // corsDTO is WSO2's APICorsConfigurationDTO.
@@ -78,8 +94,9 @@ type corsDTO struct {
 	AccessControlAllowMethods     []string `json:"accessControlAllowMethods"`
 }
 
+// endpointConf is the part of WSO2's free-form endpointConfig apim acts on.
 type endpointConf struct {
-	EndpointType string       `json:"endpoint_type"`
+	EndpointType string       `json:"endpoint_type,omitempty"`
 	Production   *endpointDTO `json:"production_endpoints,omitempty"`
 	Sandbox      *endpointDTO `json:"sandbox_endpoints,omitempty"`
 }
@@ -88,13 +105,32 @@ type endpointDTO struct {
 	URL string `json:"url"`
 }
 
+// parseEndpointConfig reads the endpoints out of WSO2's endpointConfig: an
+// object, or (WSO2 before 3.x) a string holding one. It is free-form, so
+// other keys (endpoint_security, timeouts, ...) are kept, not refused.
+func parseEndpointConfig(raw json.RawMessage) (*endpointConf, []string) {
+	if len(raw) == 0 || string(raw) == "null" {
+		return nil, nil
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		raw = json.RawMessage(s)
+	}
+	var c endpointConf
+	if err := json.Unmarshal(raw, &c); err != nil {
+		return nil, []string{"endpointConfig must be an object with production_endpoints and/or sandbox_endpoints, each {\"url\": ...}: " + err.Error()}
+	}
+	return &c, nil
+}
+
+// operationDTO is WSO2's APIOperationsDTO.
 type operationDTO struct {
-	ID               string   `json:"id,omitempty"`
 	Target           string   `json:"target"`
 	Verb             string   `json:"verb"`
 	AuthType         string   `json:"authType"`
 	ThrottlingPolicy string   `json:"throttlingPolicy"`
 	Scopes           []string `json:"scopes"`
+	operationExtraDTO
 }
 
 // toModel turns the DTO into an API, applying WSO2's defaults, and lists
@@ -104,12 +140,15 @@ func (d *apiDTO) toModel() (model.API, []string) {
 	api := model.API{
 		Name: strings.TrimSpace(d.Name), Description: d.Description, Context: d.Context, Version: d.Version,
 		Policies: d.Policies, Operations: []model.Operation{}, APIThrottlingPolicy: d.APIThrottlingPolicy,
-		EnableBackendJWT: d.EnableBackendJWT,
+		EnableBackendJWT: d.EnableBackendJWT, Tags: nilIfEmpty(d.Tags), Visibility: d.Visibility,
+		VisibleRoles: nilIfEmpty(d.VisibleRoles), Transport: nilIfEmpty(d.Transport), IsDefaultVersion: d.IsDefaultVersion,
 	}
 	if d.Type != "" && !strings.EqualFold(d.Type, "HTTP") {
 		problems = append(problems, "type "+strconv.Quote(d.Type)+" is not supported; only HTTP")
 	}
-	if c := d.EndpointConfig; c != nil {
+	c, ps := parseEndpointConfig(d.EndpointConfig)
+	problems = append(problems, ps...)
+	if c != nil {
 		if c.EndpointType != "" && c.EndpointType != "http" {
 			problems = append(problems, "endpointConfig.endpoint_type "+strconv.Quote(c.EndpointType)+" is not supported; only http")
 		}
@@ -133,7 +172,28 @@ func (d *apiDTO) toModel() (model.API, []string) {
 			AllowMethods: upper(c.AccessControlAllowMethods),
 		}
 	}
-	for _, op := range d.Operations {
+	if b := d.BusinessInformation; b != nil && *b != (businessInfoDTO{}) {
+		api.BusinessInformation = &model.BusinessInformation{
+			BusinessOwner: b.BusinessOwner, BusinessOwnerEmail: b.BusinessOwnerEmail,
+			TechnicalOwner: b.TechnicalOwner, TechnicalOwnerEmail: b.TechnicalOwnerEmail,
+		}
+	}
+	props, ps := additionalProperties(d.AdditionalProperties, d.AdditionalPropertiesMap)
+	api.AdditionalProperties = props
+	problems = append(problems, ps...)
+	for _, s := range d.Scopes {
+		api.Scopes = append(api.Scopes, model.APIScope{Shared: s.Shared, Scope: model.Scope{
+			ID: s.Scope.ID, Name: s.Scope.Name, DisplayName: s.Scope.DisplayName, Description: s.Scope.Description,
+			Bindings: nilIfEmpty(s.Scope.Bindings),
+		}})
+	}
+	problems = append(problems, d.enumProblems()...)
+	extra, err := encodeExtra(d.apiExtraDTO)
+	if err != nil {
+		problems = append(problems, err.Error())
+	}
+	api.Extra = extra
+	for i, op := range d.Operations {
 		o := model.Operation{
 			Target: op.Target, Verb: strings.ToUpper(op.Verb), AuthType: op.AuthType,
 			ThrottlingPolicy: op.ThrottlingPolicy, Scopes: op.Scopes,
@@ -147,6 +207,9 @@ func (d *apiDTO) toModel() (model.API, []string) {
 		if len(o.Scopes) == 0 {
 			o.Scopes = nil
 		}
+		if o.Extra, err = encodeExtra(op.operationExtraDTO); err != nil {
+			problems = append(problems, fmt.Sprintf("operations[%d]: %v", i, err))
+		}
 		api.Operations = append(api.Operations, o)
 	}
 	if err := api.Validate(); err != nil {
@@ -159,7 +222,6 @@ func toAPIDTO(a *model.API) apiDTO {
 	d := apiDTO{
 		ID: a.ID, Name: a.Name, Description: a.Description, Context: a.Context, Version: a.Version,
 		Provider: a.Provider, LifeCycleStatus: string(a.Status), Type: "HTTP",
-		EndpointConfig:      &endpointConf{EndpointType: "http"},
 		Operations:          make([]operationDTO, 0, len(a.Operations)),
 		Policies:            a.Policies,
 		SecurityScheme:      slices.Clone(a.Schemes()),
@@ -169,9 +231,38 @@ func toAPIDTO(a *model.API) apiDTO {
 		CORSConfiguration: &corsDTO{
 			AccessControlAllowOrigins: []string{}, AccessControlAllowHeaders: []string{}, AccessControlAllowMethods: []string{},
 		},
+		Tags: nonNilStrings(a.Tags), Visibility: a.Visibility, VisibleRoles: nonNilStrings(a.VisibleRoles),
+		Transport: nonNilStrings(a.Transport), IsDefaultVersion: a.IsDefaultVersion,
+		AdditionalProperties:    make([]additionalPropertyDTO, 0, len(a.AdditionalProperties)),
+		AdditionalPropertiesMap: make(map[string]additionalPropertyDTO, len(a.AdditionalProperties)),
+		Scopes:                  make([]apiScopeDTO, 0, len(a.Scopes)),
+		apiServerSetDTO: apiServerSetDTO{
+			CreatedTime: wso2Millis(a.CreatedAt), LastUpdatedTimestamp: wso2Millis(a.UpdatedAt), LastUpdatedTime: wso2Time(a.UpdatedAt),
+		},
+	}
+	decodeExtra(a.Extra, &d.apiExtraDTO)
+	if d.Visibility == "" {
+		d.Visibility = model.VisibilityPublic
 	}
 	if d.Policies == nil {
 		d.Policies = []string{}
+	}
+	if b := a.BusinessInformation; b != nil {
+		d.BusinessInformation = &businessInfoDTO{
+			BusinessOwner: b.BusinessOwner, BusinessOwnerEmail: b.BusinessOwnerEmail,
+			TechnicalOwner: b.TechnicalOwner, TechnicalOwnerEmail: b.TechnicalOwnerEmail,
+		}
+	}
+	for _, p := range a.AdditionalProperties {
+		dp := additionalPropertyDTO{Name: p.Name, Value: p.Value, Display: p.Display}
+		d.AdditionalProperties = append(d.AdditionalProperties, dp)
+		d.AdditionalPropertiesMap[p.Name] = dp
+	}
+	for _, s := range a.Scopes {
+		d.Scopes = append(d.Scopes, apiScopeDTO{Shared: s.Shared, Scope: scopeDTO{
+			ID: s.Scope.ID, Name: s.Scope.Name, DisplayName: s.Scope.DisplayName, Description: s.Scope.Description,
+			Bindings: nonNilStrings(s.Scope.Bindings),
+		}})
 	}
 	if c := a.CORS; c != nil {
 		d.CORSConfiguration = &corsDTO{
@@ -180,22 +271,37 @@ func toAPIDTO(a *model.API) apiDTO {
 			AccessControlAllowMethods: nonNilStrings(c.AllowMethods),
 		}
 	}
-	if a.Production != nil {
-		d.EndpointConfig.Production = &endpointDTO{URL: a.Production.URL}
-	}
-	if a.Sandbox != nil {
-		d.EndpointConfig.Sandbox = &endpointDTO{URL: a.Sandbox.URL}
+	if d.EndpointConfig == nil {
+		// Not stored as sent (APIs from before 00014): built from the
+		// endpoints apim serves.
+		c := endpointConf{EndpointType: "http"}
+		if a.Production != nil {
+			c.Production = &endpointDTO{URL: a.Production.URL}
+		}
+		if a.Sandbox != nil {
+			c.Sandbox = &endpointDTO{URL: a.Sandbox.URL}
+		}
+		d.EndpointConfig, _ = json.Marshal(c)
 	}
 	for _, op := range a.Operations {
 		scopes := op.Scopes
 		if scopes == nil {
 			scopes = []string{}
 		}
-		d.Operations = append(d.Operations, operationDTO{
+		o := operationDTO{
 			Target: op.Target, Verb: op.Verb, AuthType: op.AuthType, ThrottlingPolicy: op.ThrottlingPolicy, Scopes: scopes,
-		})
+		}
+		decodeExtra(op.Extra, &o.operationExtraDTO)
+		d.Operations = append(d.Operations, o)
 	}
 	return d
+}
+
+func nilIfEmpty[T any](s []T) []T {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
 }
 
 func nonNilStrings(s []string) []string {
@@ -268,22 +374,37 @@ func pagination(base string, limit, offset, total int) *paginationDTO {
 	return pg
 }
 
+// apiQuery reads WSO2's query parameter of API lists: space-separated
+// status:<STATE> and tag:<TAG> modifiers.
+func apiQuery(w http.ResponseWriter, r *http.Request) (store.ListAPIsOptions, bool) {
+	var opts store.ListAPIsOptions
+	for _, term := range strings.Fields(r.URL.Query().Get("query")) {
+		key, value, _ := strings.Cut(term, ":")
+		switch {
+		case key == "status" && value != "":
+			opts.Statuses = append(opts.Statuses, model.LifecycleStatus(strings.ToUpper(value)))
+		case key == "tag" && value != "" && opts.Tag == "":
+			opts.Tag = value
+		default:
+			badRequest(w, []string{"query supports status:<STATE> and one tag:<TAG>, got " + strconv.Quote(term)})
+			return opts, false
+		}
+	}
+	return opts, true
+}
+
 func (p *Portal) listAPIs(w http.ResponseWriter, r *http.Request) {
 	limit, offset, problems := pageParams(r)
 	if len(problems) > 0 {
 		badRequest(w, problems)
 		return
 	}
-	var statuses []model.LifecycleStatus
-	if q := r.URL.Query().Get("query"); q != "" {
-		st, ok := strings.CutPrefix(q, "status:")
-		if !ok {
-			badRequest(w, []string{"query supports only status:<STATE>"})
-			return
-		}
-		statuses = append(statuses, model.LifecycleStatus(strings.ToUpper(st)))
+	opts, ok := apiQuery(w, r)
+	if !ok {
+		return
 	}
-	apis, total, err := p.store.ListAPIs(r.Context(), store.ListAPIsOptions{Limit: limit, Offset: offset, Statuses: statuses})
+	opts.Limit, opts.Offset = limit, offset
+	apis, total, err := p.store.ListAPIs(r.Context(), opts)
 	if err != nil {
 		p.fail(w, r, err)
 		return

@@ -4,6 +4,7 @@
 package model
 
 import (
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -70,6 +71,9 @@ type Operation struct {
 	AuthType         string   `json:"authType"`
 	ThrottlingPolicy string   `json:"throttlingPolicy"`
 	Scopes           []string `json:"scopes,omitempty"`
+	// Extra holds the operation's WSO2 properties apim stores but does not
+	// act on (a JSON object by WSO2 property name), returned as stored.
+	Extra json.RawMessage `json:"extra,omitempty"`
 }
 
 // Key identifies an operation inside its API ("GET /pets/{id}").
@@ -104,8 +108,35 @@ type API struct {
 	CORS *CORS `json:"corsConfiguration,omitempty"`
 	// EnableBackendJWT has the gateway send the backend a JWT it signs,
 	// describing the caller (WSO2's backend JWT, X-JWT-Assertion).
-	EnableBackendJWT bool  `json:"enableBackendJWT,omitempty"`
-	Generation       int64 `json:"generation"`
+	EnableBackendJWT bool `json:"enableBackendJWT,omitempty"`
+	// Tags are WSO2's tags: returned, and listable (tag: queries).
+	Tags []string `json:"tags,omitempty"`
+	// Visibility is WSO2's devportal visibility (VisibilityPublic,
+	// VisibilityPrivate, VisibilityRestricted; empty is public), with the
+	// roles of a restricted API. Stored; the devportal does not filter by
+	// it yet.
+	Visibility   string   `json:"visibility,omitempty"`
+	VisibleRoles []string `json:"visibleRoles,omitempty"`
+	// Transport is WSO2's transport (http, https). Stored; every gateway
+	// listener serves the API.
+	Transport []string `json:"transport,omitempty"`
+	// IsDefaultVersion is WSO2's isDefaultVersion. Stored; the gateway does
+	// not route the unversioned context to it yet.
+	IsDefaultVersion    bool                 `json:"isDefaultVersion,omitempty"`
+	BusinessInformation *BusinessInformation `json:"businessInformation,omitempty"`
+	// AdditionalProperties are WSO2 4.x's custom properties (its array
+	// form; additionalPropertiesMap is derived from them).
+	AdditionalProperties []AdditionalProperty `json:"additionalProperties,omitempty"`
+	// Scopes are WSO2's API scopes (name, role bindings). Stored; the
+	// gateway enforces operations' scope names, not role bindings.
+	Scopes []APIScope `json:"scopes,omitempty"`
+	// Extra holds the WSO2 properties apim stores but does not act on (a
+	// JSON object by WSO2 property name), returned as stored. At most
+	// MaxExtraBytes.
+	Extra      json.RawMessage `json:"extra,omitempty"`
+	CreatedAt  time.Time       `json:"createdAt,omitzero"`
+	UpdatedAt  time.Time       `json:"updatedAt,omitzero"`
+	Generation int64           `json:"generation"`
 }
 
 // Security schemes, as WSO2 spells them. SchemeMandatory is WSO2's marker
@@ -243,6 +274,7 @@ func (a *API) Validate() error {
 	if a.CORS != nil {
 		errs = append(errs, a.CORS.validate()...)
 	}
+	errs = append(errs, a.validateWSO2()...)
 	seen := map[string]bool{}
 	for i, op := range a.Operations {
 		prefix := fmt.Sprintf("operations[%d].", i)
@@ -261,6 +293,9 @@ func (a *API) Validate() error {
 			field(prefix+"target", fmt.Errorf("%w: duplicate %s", ErrInvalid, op.Key()))
 		}
 		seen[op.Key()] = true
+		if len(op.Extra) > MaxExtraBytes {
+			field(prefix+"extra", fmt.Errorf("%w: the stored WSO2 properties take %d bytes, more than %d", ErrInvalid, len(op.Extra), MaxExtraBytes))
+		}
 	}
 	return errors.Join(errs...)
 }

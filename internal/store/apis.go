@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -17,6 +18,7 @@ type ListAPIsOptions struct {
 	Limit    int                     // at most this many; 0 means 25
 	Offset   int                     // skip this many
 	Statuses []model.LifecycleStatus // only these states; empty means all
+	Tag      string                  // only APIs with this tag; empty means all
 }
 
 // CreateAPI stores a new API and appends its api event. An empty ID gets a
@@ -37,11 +39,15 @@ func (s *Store) CreateAPI(ctx context.Context, api model.API) (*model.API, error
 		}
 		err := tx.QueryRow(ctx, `
 			INSERT INTO apis (id, name, description, context, version, provider, lifecycle_status, policies, security_scheme, cors,
-				api_throttling_policy, enable_backend_jwt)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING generation`,
+				api_throttling_policy, enable_backend_jwt, tags, visibility, visible_roles, transport, is_default_version,
+				business_information, additional_properties, scopes, wso2_extra)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+			RETURNING generation, created_at, updated_at`,
 			api.ID, api.Name, api.Description, api.Context, api.Version, api.Provider, string(api.Status), nonNil(api.Policies),
 			nonNil(api.SecurityScheme), api.CORS, api.APIThrottlingPolicy, api.EnableBackendJWT,
-		).Scan(&api.Generation)
+			nonNil(api.Tags), api.Visibility, nonNil(api.VisibleRoles), nonNil(api.Transport), api.IsDefaultVersion,
+			api.BusinessInformation, nonNilSlice(api.AdditionalProperties), nonNilSlice(api.Scopes), extraObject(api.Extra),
+		).Scan(&api.Generation, &api.CreatedAt, &api.UpdatedAt)
 		if err != nil {
 			return apiWriteError(&api, err)
 		}
@@ -82,11 +88,15 @@ func (s *Store) UpdateAPI(ctx context.Context, api model.API) (*model.API, error
 		err = tx.QueryRow(ctx, `
 			UPDATE apis SET name = $2, description = $3, context = $4, version = $5, policies = $6,
 				security_scheme = $7, cors = $8, api_throttling_policy = $9, enable_backend_jwt = $10,
+				tags = $11, visibility = $12, visible_roles = $13, transport = $14, is_default_version = $15,
+				business_information = $16, additional_properties = $17, scopes = $18, wso2_extra = $19,
 				generation = nextval('generation_seq'), updated_at = now()
-			WHERE id = $1 RETURNING generation`,
+			WHERE id = $1 RETURNING generation, created_at, updated_at`,
 			api.ID, api.Name, api.Description, api.Context, api.Version, nonNil(api.Policies),
 			nonNil(api.SecurityScheme), api.CORS, api.APIThrottlingPolicy, api.EnableBackendJWT,
-		).Scan(&api.Generation)
+			nonNil(api.Tags), api.Visibility, nonNil(api.VisibleRoles), nonNil(api.Transport), api.IsDefaultVersion,
+			api.BusinessInformation, nonNilSlice(api.AdditionalProperties), nonNilSlice(api.Scopes), extraObject(api.Extra),
+		).Scan(&api.Generation, &api.CreatedAt, &api.UpdatedAt)
 		if err != nil {
 			return apiWriteError(&api, err)
 		}
@@ -185,13 +195,12 @@ func (s *Store) ListAPIs(ctx context.Context, opts ListAPIsOptions) ([]model.API
 	for _, st := range opts.Statuses {
 		statuses = append(statuses, string(st))
 	}
+	const where = `WHERE (cardinality($1::text[]) = 0 OR lifecycle_status = ANY($1)) AND ($2 = '' OR tags @> ARRAY[$2::text])`
 	var total int
-	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM apis WHERE cardinality($1::text[]) = 0 OR lifecycle_status = ANY($1)`,
-		statuses).Scan(&total); err != nil {
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM apis `+where, statuses, opts.Tag).Scan(&total); err != nil {
 		return nil, 0, fmt.Errorf("count apis: %w", err)
 	}
-	apis, err := loadAPIs(ctx, s.pool, `WHERE cardinality($1::text[]) = 0 OR lifecycle_status = ANY($1)
-		ORDER BY name, version, id LIMIT $2 OFFSET $3`, statuses, opts.Limit, opts.Offset)
+	apis, err := loadAPIs(ctx, s.pool, where+` ORDER BY name, version, id LIMIT $3 OFFSET $4`, statuses, opts.Tag, opts.Limit, opts.Offset)
 	if err != nil {
 		return nil, 0, fmt.Errorf("list apis: %w", err)
 	}
@@ -286,9 +295,9 @@ func writeAPIChildren(ctx context.Context, tx pgx.Tx, a *model.API) error {
 	}
 	for i, op := range a.Operations {
 		if _, err := tx.Exec(ctx, `
-			INSERT INTO api_resources (api_id, position, verb, target, auth_type, throttling_policy, scopes)
-			VALUES ($1, $2, $3, $4, $5, $6, $7)`,
-			a.ID, i, op.Verb, op.Target, op.AuthType, op.ThrottlingPolicy, nonNil(op.Scopes)); err != nil {
+			INSERT INTO api_resources (api_id, position, verb, target, auth_type, throttling_policy, scopes, wso2_extra)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8)`,
+			a.ID, i, op.Verb, op.Target, op.AuthType, op.ThrottlingPolicy, nonNil(op.Scopes), extraObject(op.Extra)); err != nil {
 			return fmt.Errorf("write operation %s: %w", op.Key(), err)
 		}
 	}
@@ -318,7 +327,9 @@ func getAPI(ctx context.Context, q querier, id string, forUpdate bool) (*model.A
 // their endpoints and operations.
 func loadAPIs(ctx context.Context, q querier, tail string, args ...any) ([]model.API, error) {
 	rows, err := q.Query(ctx, `SELECT id, name, description, context, version, provider, lifecycle_status, policies,
-		security_scheme, cors, api_throttling_policy, enable_backend_jwt, generation FROM apis `+tail, args...)
+		security_scheme, cors, api_throttling_policy, enable_backend_jwt, tags, visibility, visible_roles, transport,
+		is_default_version, business_information, additional_properties, scopes, wso2_extra, created_at, updated_at,
+		generation FROM apis `+tail, args...)
 	if err != nil {
 		return nil, fmt.Errorf("query apis: %w", err)
 	}
@@ -326,11 +337,15 @@ func loadAPIs(ctx context.Context, q querier, tail string, args ...any) ([]model
 		var a model.API
 		var status string
 		err := r.Scan(&a.ID, &a.Name, &a.Description, &a.Context, &a.Version, &a.Provider, &status, &a.Policies,
-			&a.SecurityScheme, &a.CORS, &a.APIThrottlingPolicy, &a.EnableBackendJWT, &a.Generation)
+			&a.SecurityScheme, &a.CORS, &a.APIThrottlingPolicy, &a.EnableBackendJWT, &a.Tags, &a.Visibility, &a.VisibleRoles,
+			&a.Transport, &a.IsDefaultVersion, &a.BusinessInformation, &a.AdditionalProperties, &a.Scopes, &a.Extra,
+			&a.CreatedAt, &a.UpdatedAt, &a.Generation)
 		a.Status = model.LifecycleStatus(status)
-		if len(a.SecurityScheme) == 0 {
-			a.SecurityScheme = nil
-		}
+		a.CreatedAt, a.UpdatedAt = a.CreatedAt.UTC(), a.UpdatedAt.UTC()
+		a.SecurityScheme = nilIfEmpty(a.SecurityScheme)
+		a.Tags, a.VisibleRoles, a.Transport = nilIfEmpty(a.Tags), nilIfEmpty(a.VisibleRoles), nilIfEmpty(a.Transport)
+		a.AdditionalProperties, a.Scopes = nilIfEmpty(a.AdditionalProperties), nilIfEmpty(a.Scopes)
+		a.Extra = extraOrNil(a.Extra)
 		a.Operations = []model.Operation{}
 		return a, err
 	})
@@ -363,19 +378,20 @@ func loadAPIs(ctx context.Context, q querier, tail string, args ...any) ([]model
 	if err != nil {
 		return nil, fmt.Errorf("scan endpoints: %w", err)
 	}
-	rows, err = q.Query(ctx, `SELECT api_id, verb, target, auth_type, throttling_policy, scopes
+	rows, err = q.Query(ctx, `SELECT api_id, verb, target, auth_type, throttling_policy, scopes, wso2_extra
 		FROM api_resources WHERE api_id = ANY($1::uuid[]) ORDER BY api_id, position`, ids)
 	if err != nil {
 		return nil, fmt.Errorf("query resources: %w", err)
 	}
 	var op model.Operation
-	_, err = pgx.ForEachRow(rows, []any{&apiID, &op.Verb, &op.Target, &op.AuthType, &op.ThrottlingPolicy, &op.Scopes}, func() error {
+	_, err = pgx.ForEachRow(rows, []any{&apiID, &op.Verb, &op.Target, &op.AuthType, &op.ThrottlingPolicy, &op.Scopes, &op.Extra}, func() error {
 		a := byID[apiID]
 		o := op
 		o.Scopes = nil
 		if len(op.Scopes) > 0 {
 			o.Scopes = append([]string(nil), op.Scopes...)
 		}
+		o.Extra = extraOrNil(append(json.RawMessage(nil), op.Extra...))
 		a.Operations = append(a.Operations, o)
 		return nil
 	})
@@ -390,4 +406,39 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
+}
+
+// nonNilSlice is nonNil for any slice, so that a jsonb column gets [] and
+// not NULL.
+func nonNilSlice[T any](s []T) []T {
+	if s == nil {
+		return []T{}
+	}
+	return s
+}
+
+// nilIfEmpty turns an empty slice read from a column into nil, as the
+// model holds "none".
+func nilIfEmpty[T any](s []T) []T {
+	if len(s) == 0 {
+		return nil
+	}
+	return s
+}
+
+// extraObject is what a wso2_extra column stores for raw: the object, or
+// {} for none.
+func extraObject(raw json.RawMessage) json.RawMessage {
+	if len(raw) == 0 {
+		return json.RawMessage(`{}`)
+	}
+	return raw
+}
+
+// extraOrNil turns a stored empty object back into nil.
+func extraOrNil(raw json.RawMessage) json.RawMessage {
+	if len(raw) == 0 || string(raw) == "{}" {
+		return nil
+	}
+	return raw
 }
