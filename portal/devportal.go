@@ -2,6 +2,7 @@ package portal
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"slices"
 	"strings"
@@ -35,6 +36,7 @@ func (p *Portal) devportalRoutes(r chi.Router) {
 	r.With(p.authorize(scopesApps...)).Post("/applications", p.createApplication)
 	r.With(p.authorize(scopesApps...)).Get("/applications", p.listApplications)
 	r.With(p.authorize(scopesApps...)).Get("/applications/{applicationId}", p.getApplication)
+	r.With(p.authorize(scopesApps...)).Put("/applications/{applicationId}", p.updateApplication)
 	r.With(p.authorize(scopesApps...)).Delete("/applications/{applicationId}", p.deleteApplication)
 	r.With(p.authorize(scopesApps...)).Post("/applications/{applicationId}/generate-keys", p.generateKeys)
 	r.With(p.authorize(scopesApps...)).Post("/applications/{applicationId}/map-keys", p.mapKeys) // keymanagers.go
@@ -147,29 +149,88 @@ func (p *Portal) devGetAPI(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, toDevAPIDTO(api))
 }
 
-// applicationDTO is WSO2's ApplicationDTO.
+// applicationDTO is WSO2's ApplicationDTO (devportal v3): every property
+// of WSO2's definition. applicationId, status, owner, subscriptionCount,
+// keys, hashEnabled, createdTime and updatedTime are server-set: accepted
+// (a GET body can be sent back) and ignored.
 type applicationDTO struct {
-	ApplicationID    string `json:"applicationId,omitempty"`
-	Name             string `json:"name"`
-	ThrottlingPolicy string `json:"throttlingPolicy"`
-	Description      string `json:"description"`
-	TokenType        string `json:"tokenType,omitempty"`
-	Status           string `json:"status,omitempty"`
-	Owner            string `json:"owner,omitempty"`
+	ApplicationID    string            `json:"applicationId,omitempty"`
+	Name             string            `json:"name"`
+	ThrottlingPolicy string            `json:"throttlingPolicy"`
+	Description      string            `json:"description"`
+	TokenType        string            `json:"tokenType,omitempty"`
+	Status           string            `json:"status,omitempty"`
+	Groups           []string          `json:"groups"`
+	Attributes       map[string]string `json:"attributes"`
+	Owner            string            `json:"owner,omitempty"`
+	applicationServerSetDTO
+	applicationExtraDTO
+}
+
+// applicationServerSetDTO are the server-set ApplicationDTO properties
+// besides id, status and owner.
+type applicationServerSetDTO struct {
+	SubscriptionCount int              `json:"subscriptionCount"`
+	Keys              *[]appKeyInfoDTO `json:"keys,omitempty"` // one application's, not in lists
+	HashEnabled       bool             `json:"hashEnabled"`
+	CreatedTime       string           `json:"createdTime,omitempty"`
+	UpdatedTime       string           `json:"updatedTime,omitempty"`
+}
+
+// applicationExtraDTO are the ApplicationDTO properties apim stores but
+// does not act on.
+type applicationExtraDTO struct {
+	SubscriptionScopes *[]scopeInfoDTO `json:"subscriptionScopes,omitempty"`
+}
+
+// scopeInfoDTO is WSO2's devportal ScopeInfoDTO.
+type scopeInfoDTO struct {
+	Key         *string   `json:"key,omitempty"`
+	Name        *string   `json:"name,omitempty"`
+	Roles       *[]string `json:"roles,omitempty"`
+	Description *string   `json:"description,omitempty"`
+}
+
+// appKeyInfoDTO is WSO2's ApplicationKeyDTO as an application shows its
+// keys (never with a secret or token).
+type appKeyInfoDTO struct {
+	KeyMappingID         string          `json:"keyMappingId,omitempty"`
+	KeyManager           string          `json:"keyManager,omitempty"`
+	ConsumerKey          string          `json:"consumerKey,omitempty"`
+	ConsumerSecret       string          `json:"consumerSecret,omitempty"`
+	SupportedGrantTypes  []string        `json:"supportedGrantTypes,omitempty"`
+	CallbackURL          string          `json:"callbackUrl,omitempty"`
+	KeyState             string          `json:"keyState,omitempty"`
+	KeyType              string          `json:"keyType,omitempty"`
+	Mode                 string          `json:"mode,omitempty"`
+	GroupID              string          `json:"groupId,omitempty"`
+	Token                *appTokenDTO    `json:"token,omitempty"`
+	AdditionalProperties json.RawMessage `json:"additionalProperties,omitempty"`
+}
+
+// appTokenDTO is WSO2's ApplicationTokenDTO.
+type appTokenDTO struct {
+	AccessToken  string   `json:"accessToken,omitempty"`
+	TokenScopes  []string `json:"tokenScopes,omitempty"`
+	ValidityTime int64    `json:"validityTime,omitempty"`
 }
 
 func toApplicationDTO(a *store.Application) applicationDTO {
-	return applicationDTO{
+	d := applicationDTO{
 		ApplicationID: a.ID, Name: a.Name, ThrottlingPolicy: a.ThrottlingPolicy, Description: a.Description,
-		TokenType: a.TokenType, Status: a.Status, Owner: a.Owner,
+		TokenType: a.TokenType, Status: a.Status, Owner: a.Owner, Groups: nonNilStrings(a.Groups), Attributes: a.Attributes,
+		applicationServerSetDTO: applicationServerSetDTO{CreatedTime: wso2Millis(a.CreatedAt), UpdatedTime: wso2Millis(a.UpdatedAt)},
 	}
+	if d.Attributes == nil {
+		d.Attributes = map[string]string{}
+	}
+	decodeExtra(a.Extra, &d.applicationExtraDTO)
+	return d
 }
 
-func (p *Portal) createApplication(w http.ResponseWriter, r *http.Request) {
-	var in applicationDTO
-	if !p.decodeJSON(w, r, &in) {
-		return
-	}
+// toApplication checks an ApplicationDTO a caller sent and turns it into
+// what the store writes; the server-set properties are ignored.
+func (in *applicationDTO) toApplication(owner string) (store.Application, []string) {
 	var problems []string
 	if strings.TrimSpace(in.Name) == "" {
 		problems = append(problems, "name is required")
@@ -180,29 +241,95 @@ func (p *Portal) createApplication(w http.ResponseWriter, r *http.Request) {
 	// WSO2's tokenType: JWT (the default) or OAUTH, an opaque reference
 	// token the gateways introspect.
 	switch in.TokenType {
-	case "":
-		in.TokenType = keymgr.TokenTypeJWT
-	case keymgr.TokenTypeJWT, keymgr.TokenTypeOAuth:
+	case "", keymgr.TokenTypeJWT, keymgr.TokenTypeOAuth:
 	default:
 		problems = append(problems, "tokenType "+in.TokenType+" is not supported; JWT or OAUTH")
 	}
-	if in.ApplicationID != "" || in.Status != "" || in.Owner != "" {
-		problems = append(problems, "applicationId, status and owner are read-only")
+	extra, err := encodeExtra(in.applicationExtraDTO)
+	if err != nil {
+		problems = append(problems, err.Error())
+	}
+	return store.Application{
+		Application: model.Application{
+			ID: in.ApplicationID, Name: strings.TrimSpace(in.Name), Owner: owner, ThrottlingPolicy: in.ThrottlingPolicy, TokenType: in.TokenType,
+		},
+		Description: in.Description, Groups: nilIfEmpty(in.Groups), Attributes: in.Attributes, Extra: extra,
+	}, problems
+}
+
+func (p *Portal) createApplication(w http.ResponseWriter, r *http.Request) {
+	var in applicationDTO
+	if !p.decodeJSON(w, r, &in) {
+		return
+	}
+	app, problems := in.toApplication(subject(r))
+	if len(problems) > 0 {
+		badRequest(w, problems)
+		return
+	}
+	app.ID = "" // server-set
+	created, err := p.store.CreateApplication(r.Context(), app)
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	w.Header().Set("Location", DevportalBase+"/applications/"+created.ID)
+	writeJSON(w, http.StatusCreated, toApplicationDTO(created))
+}
+
+// updateApplication is PUT /applications/{applicationId}: WSO2's update
+// of an owner's application. Changing tokenType takes effect for tokens
+// issued afterwards.
+func (p *Portal) updateApplication(w http.ResponseWriter, r *http.Request) {
+	var in applicationDTO
+	if !p.decodeJSON(w, r, &in) {
+		return
+	}
+	id := chi.URLParam(r, "applicationId")
+	app, problems := in.toApplication(subject(r))
+	if in.ApplicationID != "" && in.ApplicationID != id {
+		problems = append(problems, "applicationId "+in.ApplicationID+" does not match the path's applicationId")
 	}
 	if len(problems) > 0 {
 		badRequest(w, problems)
 		return
 	}
-	app, err := p.store.CreateApplication(r.Context(), store.Application{
-		Application: model.Application{Name: strings.TrimSpace(in.Name), Owner: subject(r), ThrottlingPolicy: in.ThrottlingPolicy, TokenType: in.TokenType},
-		Description: in.Description,
-	})
+	app.ID = id
+	updated, err := p.store.UpdateApplication(r.Context(), app)
 	if err != nil {
 		p.fail(w, r, err)
 		return
 	}
-	w.Header().Set("Location", DevportalBase+"/applications/"+app.ID)
-	writeJSON(w, http.StatusCreated, toApplicationDTO(app))
+	p.writeApplication(w, r, updated, http.StatusOK)
+}
+
+// writeApplication answers with one application, its subscription count
+// and keys filled in.
+func (p *Portal) writeApplication(w http.ResponseWriter, r *http.Request, app *store.Application, status int) {
+	d := toApplicationDTO(app)
+	subs, err := p.store.ListSubscriptions(r.Context(), store.SubscriptionFilter{ApplicationID: app.ID, Owner: app.Owner})
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	keys, err := p.store.ListKeyMappings(r.Context(), app.ID, app.Owner)
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	d.SubscriptionCount = len(subs)
+	list := make([]appKeyInfoDTO, 0, len(keys))
+	d.Keys = &list
+	for _, k := range keys {
+		mode := "CREATED"
+		if k.KeyManagerID != "" {
+			mode = "MAPPED"
+		}
+		list = append(list, appKeyInfoDTO{
+			KeyMappingID: k.ID, KeyManager: k.KeyManager, ConsumerKey: k.ConsumerKey, KeyState: "COMPLETED", KeyType: k.KeyType, Mode: mode,
+		})
+	}
+	writeJSON(w, status, d)
 }
 
 func (p *Portal) listApplications(w http.ResponseWriter, r *http.Request) {
@@ -211,9 +338,20 @@ func (p *Portal) listApplications(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, err)
 		return
 	}
+	subs, err := p.store.ListSubscriptions(r.Context(), store.SubscriptionFilter{Owner: subject(r)})
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	count := map[string]int{}
+	for _, s := range subs {
+		count[s.ApplicationID]++
+	}
 	out := make([]applicationDTO, 0, len(apps))
 	for i := range apps {
-		out = append(out, toApplicationDTO(&apps[i]))
+		d := toApplicationDTO(&apps[i])
+		d.SubscriptionCount = count[apps[i].ID]
+		out = append(out, d)
 	}
 	writeJSON(w, http.StatusOK, newList(out))
 }
@@ -224,7 +362,7 @@ func (p *Portal) getApplication(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, toApplicationDTO(app))
+	p.writeApplication(w, r, app, http.StatusOK)
 }
 
 func (p *Portal) deleteApplication(w http.ResponseWriter, r *http.Request) {

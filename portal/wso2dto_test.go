@@ -434,3 +434,114 @@ func TestDevportalTagsAndProperties(t *testing.T) {
 	}
 	e.rejects(400, func() resp { return e.call("GET", devBase+"/apis?query=colour:blue", "", nil) }, "colour:blue")
 }
+
+// wso2ApplicationProperties are the properties of WSO2's ApplicationDTO
+// (devportal v3).
+var wso2ApplicationProperties = []string{
+	"applicationId", "name", "throttlingPolicy", "description", "tokenType", "status", "groups", "subscriptionCount",
+	"keys", "attributes", "subscriptionScopes", "owner", "hashEnabled", "createdTime", "updatedTime",
+}
+
+// applicationServerSet are the server-set ApplicationDTO properties.
+var applicationServerSet = []string{
+	"applicationId", "status", "subscriptionCount", "keys", "owner", "hashEnabled", "createdTime", "updatedTime",
+}
+
+func fullApplicationBody(v int) map[string]any {
+	s := func(base string) string { return fmt.Sprintf("%s-%d", base, v) }
+	return map[string]any{
+		"applicationId": "ignored", "name": s("FullApp"), "throttlingPolicy": []string{"10PerMin", "20PerMin"}[v%2],
+		"description": s("every property"), "tokenType": []string{"JWT", "OAUTH"}[v%2], "status": "REJECTED",
+		"groups": []string{s("team"), "org"}, "subscriptionCount": 42,
+		"keys": []any{map[string]any{
+			"keyMappingId": "x", "keyManager": "Resident Key Manager", "consumerKey": "ck", "consumerSecret": "cs",
+			"supportedGrantTypes": []string{"client_credentials"}, "callbackUrl": "https://cb.example", "keyState": "COMPLETED",
+			"keyType": "PRODUCTION", "mode": "CREATED", "groupId": "g",
+			"token":                map[string]any{"accessToken": "t", "tokenScopes": []string{"default"}, "validityTime": 3600},
+			"additionalProperties": map[string]any{"free": "form"},
+		}},
+		"attributes": map[string]any{"External Reference Id": s("ref"), "Billing Tier": "gold"},
+		"subscriptionScopes": []any{map[string]any{
+			"key": s("scope"), "name": s("Scope"), "roles": []string{s("role")}, "description": s("d"),
+		}},
+		"owner": "someone-else", "hashEnabled": true, "createdTime": "1", "updatedTime": "2",
+	}
+}
+
+// TestApplicationDTORoundTrip fills every property of WSO2's
+// ApplicationDTO, POSTs it, PUTs other values, and requires GET to return
+// what was sent, except the server-set properties (applicationServerSet).
+func TestApplicationDTORoundTrip(t *testing.T) {
+	e := newEnv(t, 0)
+	body := fullApplicationBody(1)
+	var keys []string
+	for k := range body {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	want := slices.Clone(wso2ApplicationProperties)
+	slices.Sort(want)
+	if !slices.Equal(keys, want) {
+		t.Fatalf("the test body does not fill every ApplicationDTO property:\nbody %v\nwant %v", keys, want)
+	}
+	n := e.outbox()
+	var created map[string]any
+	e.must(e.call("POST", devBase+"/applications", "bob-token", body), 201, &created)
+	id, _ := created["applicationId"].(string)
+	sameJSON(t, normalized(t, body, applicationServerSet), normalized(t, created, applicationServerSet))
+	if created["owner"] != "bob" || created["status"] != "APPROVED" || id == "ignored" || created["createdTime"] == "1" {
+		t.Errorf("server-set properties: %v", created)
+	}
+	var got map[string]any
+	e.must(e.call("GET", devBase+"/applications/"+id, "bob-token", nil), 200, &got)
+	sameJSON(t, normalized(t, body, applicationServerSet), normalized(t, got, applicationServerSet))
+	if got["subscriptionCount"] != float64(0) || fmt.Sprint(got["keys"]) != "[]" {
+		t.Errorf("subscriptionCount %v keys %v, want 0 and none", got["subscriptionCount"], got["keys"])
+	}
+
+	update := fullApplicationBody(2)
+	update["applicationId"] = id
+	e.must(e.call("PUT", devBase+"/applications/"+id, "bob-token", update), 200, nil)
+	e.must(e.call("GET", devBase+"/applications/"+id, "bob-token", nil), 200, &got)
+	sameJSON(t, normalized(t, update, applicationServerSet), normalized(t, got, applicationServerSet))
+	// Each write appended an application event (the gateways see the tier
+	// and token type change).
+	if after := e.outbox(); after != n+2 {
+		t.Errorf("outbox grew by %d, want 2 (create, update)", after-n)
+	}
+	var list struct {
+		List []map[string]any
+	}
+	e.must(e.call("GET", devBase+"/applications", "bob-token", nil), 200, &list)
+	if len(list.List) != 1 || list.List[0]["tokenType"] != "JWT" || list.List[0]["throttlingPolicy"] != "10PerMin" {
+		t.Errorf("list after update = %v", list.List)
+	}
+
+	// Someone else's application is not found; a mismatched id, an unknown
+	// nested field and an unknown policy are refused.
+	e.rejects(404, func() resp { return e.call("PUT", devBase+"/applications/"+id, "eve-token", update) })
+	mismatched := fullApplicationBody(2)
+	mismatched["applicationId"] = "00000000-0000-0000-0000-000000000000"
+	e.rejects(400, func() resp { return e.call("PUT", devBase+"/applications/"+id, "bob-token", mismatched) }, "does not match")
+	nested := fullApplicationBody(2)
+	nested["subscriptionScopes"] = []any{map[string]any{"key": "k", "colour": "blue"}}
+	e.rejects(400, func() resp { return e.call("PUT", devBase+"/applications/"+id, "bob-token", nested) }, `unknown field "colour"`)
+	gold := fullApplicationBody(2)
+	gold["throttlingPolicy"], gold["applicationId"] = "Gold", id
+	e.rejects(400, func() resp { return e.call("PUT", devBase+"/applications/"+id, "bob-token", gold) }, "throttlingPolicy")
+}
+
+// TestWSO2SampleApplicationAccepted: WSO2's ApplicationDTO example values
+// (devportal v3 definition), with groups and attributes, are accepted.
+func TestWSO2SampleApplicationAccepted(t *testing.T) {
+	e := newEnv(t, 0)
+	sample := `{"name":"CalculatorApp","throttlingPolicy":"Unlimited","description":"Sample calculator application",
+		"tokenType":"JWT","groups":[],"attributes":{},"subscriptionScopes":[]}`
+	var got map[string]any
+	e.must(e.call("POST", devBase+"/applications", "bob-token", sample), 201, &got)
+	var sent map[string]any
+	if err := json.Unmarshal([]byte(sample), &sent); err != nil {
+		t.Fatal(err)
+	}
+	sameJSON(t, normalized(t, sent, applicationServerSet), normalized(t, got, applicationServerSet))
+}

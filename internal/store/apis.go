@@ -417,6 +417,14 @@ func nonNilSlice[T any](s []T) []T {
 	return s
 }
 
+// nonNilMap is nonNil for a map stored as a jsonb object.
+func nonNilMap(m map[string]string) map[string]string {
+	if m == nil {
+		return map[string]string{}
+	}
+	return m
+}
+
 // nilIfEmpty turns an empty slice read from a column into nil, as the
 // model holds "none".
 func nilIfEmpty[T any](s []T) []T {

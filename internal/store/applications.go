@@ -2,8 +2,10 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 
@@ -15,10 +17,64 @@ import (
 const ResidentKeyManager = "Resident Key Manager"
 
 // Application is a devportal application with the fields only the portal
-// shows.
+// shows: the gateways never need them, so application events (which carry
+// model.Application) do not either.
 type Application struct {
 	model.Application
 	Description string
+	// Groups and Attributes are WSO2's: stored and returned; application
+	// sharing by group is not implemented.
+	Groups     []string
+	Attributes map[string]string
+	// Extra holds the WSO2 properties apim stores but does not act on (a
+	// JSON object by WSO2 property name). At most model.MaxExtraBytes.
+	Extra     json.RawMessage
+	CreatedAt time.Time
+	UpdatedAt time.Time
+}
+
+// Limits of an application's WSO2 properties.
+const (
+	MaxApplicationGroups     = 100
+	MaxApplicationAttributes = 100
+)
+
+// checkApplication validates what CreateApplication and UpdateApplication
+// write, naming each field as WSO2 does.
+func checkApplication(app *Application) error {
+	var errs []string
+	if strings.TrimSpace(app.Name) == "" {
+		errs = append(errs, "name is required")
+	}
+	if app.Owner == "" {
+		errs = append(errs, "owner is required")
+	}
+	if app.ThrottlingPolicy == "" {
+		errs = append(errs, "throttlingPolicy is required")
+	}
+	if len(app.Groups) > MaxApplicationGroups {
+		errs = append(errs, fmt.Sprintf("groups has more than %d values", MaxApplicationGroups))
+	}
+	for i, g := range app.Groups {
+		if strings.TrimSpace(g) == "" || len(g) > model.MaxPropertyNameLength {
+			errs = append(errs, fmt.Sprintf("groups[%d] must be 1 to %d bytes, not blank", i, model.MaxPropertyNameLength))
+		}
+	}
+	if len(app.Attributes) > MaxApplicationAttributes {
+		errs = append(errs, fmt.Sprintf("attributes has more than %d values", MaxApplicationAttributes))
+	}
+	for k, v := range app.Attributes {
+		if strings.TrimSpace(k) == "" || len(k) > model.MaxPropertyNameLength || len(v) > model.MaxPropertyValueLength {
+			errs = append(errs, fmt.Sprintf("attributes.%s: names are 1 to %d bytes, values at most %d", k, model.MaxPropertyNameLength, model.MaxPropertyValueLength))
+		}
+	}
+	if len(app.Extra) > model.MaxExtraBytes {
+		errs = append(errs, fmt.Sprintf("subscriptionScopes take %d bytes, more than %d", len(app.Extra), model.MaxExtraBytes))
+	}
+	if len(errs) > 0 {
+		return invalid("%s", strings.Join(errs, "; "))
+	}
+	return nil
 }
 
 // RegisterFunc creates an OAuth client inside tx, the transaction that also
@@ -42,27 +98,18 @@ func (s *Store) CreateApplication(ctx context.Context, app Application) (*Applic
 	if app.Status == "" {
 		app.Status = "APPROVED"
 	}
-	var errs []string
-	if strings.TrimSpace(app.Name) == "" {
-		errs = append(errs, "name is required")
-	}
-	if app.Owner == "" {
-		errs = append(errs, "owner is required")
-	}
-	if app.ThrottlingPolicy == "" {
-		errs = append(errs, "throttlingPolicy is required")
-	}
-	if len(errs) > 0 {
-		return nil, invalid("%s", strings.Join(errs, "; "))
+	if err := checkApplication(&app); err != nil {
+		return nil, err
 	}
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
 		if err := checkPolicies(ctx, tx, "throttlingPolicy", model.LevelApplication, []string{app.ThrottlingPolicy}); err != nil {
 			return invalid("throttlingPolicy: no application throttling policy named %s", app.ThrottlingPolicy)
 		}
 		err := tx.QueryRow(ctx, `
-			INSERT INTO applications (id, name, owner, description, throttling_policy, token_type, status)
-			VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING generation`,
-			app.ID, app.Name, app.Owner, app.Description, app.ThrottlingPolicy, app.TokenType, app.Status).Scan(&app.Generation)
+			INSERT INTO applications (id, name, owner, description, throttling_policy, token_type, status, groups, attributes, wso2_extra)
+			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) RETURNING generation, created_at, updated_at`,
+			app.ID, app.Name, app.Owner, app.Description, app.ThrottlingPolicy, app.TokenType, app.Status,
+			nonNil(app.Groups), nonNilMap(app.Attributes), extraObject(app.Extra)).Scan(&app.Generation, &app.CreatedAt, &app.UpdatedAt)
 		if code, _ := pgCode(err); code == uniqueViolation {
 			return conflict("an application named %s already exists", app.Name)
 		}
@@ -75,6 +122,48 @@ func (s *Store) CreateApplication(ctx context.Context, app Application) (*Applic
 		return nil, fmt.Errorf("create application %s: %w", app.Name, err)
 	}
 	return &app, nil
+}
+
+// UpdateApplication replaces what an owner may change of an application
+// (name, throttling policy, description, token type, groups, attributes
+// and the stored WSO2 properties; not its owner nor its status) and
+// appends its event, in one transaction.
+func (s *Store) UpdateApplication(ctx context.Context, app Application) (*Application, error) {
+	if err := checkApplication(&app); err != nil {
+		return nil, err
+	}
+	var out *Application
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		cur, err := getApplication(ctx, tx, app.ID, app.Owner, true)
+		if err != nil {
+			return err
+		}
+		if err := checkPolicies(ctx, tx, "throttlingPolicy", model.LevelApplication, []string{app.ThrottlingPolicy}); err != nil {
+			return invalid("throttlingPolicy: no application throttling policy named %s", app.ThrottlingPolicy)
+		}
+		app.Status, app.CreatedAt = cur.Status, cur.CreatedAt
+		if app.TokenType == "" {
+			app.TokenType = cur.TokenType
+		}
+		err = tx.QueryRow(ctx, `
+			UPDATE applications SET name = $2, description = $3, throttling_policy = $4, token_type = $5, groups = $6,
+				attributes = $7, wso2_extra = $8, generation = nextval('generation_seq'), updated_at = now()
+			WHERE id = $1 RETURNING generation, updated_at`,
+			app.ID, app.Name, app.Description, app.ThrottlingPolicy, app.TokenType, nonNil(app.Groups),
+			nonNilMap(app.Attributes), extraObject(app.Extra)).Scan(&app.Generation, &app.UpdatedAt)
+		if code, _ := pgCode(err); code == uniqueViolation {
+			return conflict("an application named %s already exists", app.Name)
+		}
+		if err != nil {
+			return fmt.Errorf("write application: %w", err)
+		}
+		out = &app
+		return emit(ctx, tx, events.KindApplication, events.OpUpsert, app.ID, "", app.Generation, app.Application)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("update application %s: %w", app.ID, err)
+	}
+	return out, nil
 }
 
 // GetApplication loads an application. A non-empty owner restricts the
@@ -166,14 +255,22 @@ func getApplication(ctx context.Context, q querier, id, owner string, forUpdate 
 }
 
 func loadApplications(ctx context.Context, q querier, tail string, args ...any) ([]Application, error) {
-	rows, err := q.Query(ctx, `SELECT id, name, owner, description, throttling_policy, token_type, status, generation
+	rows, err := q.Query(ctx, `SELECT id, name, owner, description, throttling_policy, token_type, status, groups,
+		attributes, wso2_extra, created_at, updated_at, generation
 		FROM applications `+tail, args...)
 	if err != nil {
 		return nil, fmt.Errorf("query applications: %w", err)
 	}
 	apps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Application, error) {
 		var a Application
-		return a, r.Scan(&a.ID, &a.Name, &a.Owner, &a.Description, &a.ThrottlingPolicy, &a.TokenType, &a.Status, &a.Generation)
+		err := r.Scan(&a.ID, &a.Name, &a.Owner, &a.Description, &a.ThrottlingPolicy, &a.TokenType, &a.Status, &a.Groups,
+			&a.Attributes, &a.Extra, &a.CreatedAt, &a.UpdatedAt, &a.Generation)
+		a.Groups, a.Extra = nilIfEmpty(a.Groups), extraOrNil(a.Extra)
+		a.CreatedAt, a.UpdatedAt = a.CreatedAt.UTC(), a.UpdatedAt.UTC()
+		if len(a.Attributes) == 0 {
+			a.Attributes = nil
+		}
+		return a, err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("scan applications: %w", err)
