@@ -47,6 +47,8 @@ func (p *Portal) devportalRoutes(r chi.Router) {
 	r.With(p.authorize(scopesAPIKeys...)).Post("/applications/{applicationId}/api-keys/{keyType}/revoke", p.revokeAPIKey)
 	r.With(p.authorize(scopesSubs...)).Post("/subscriptions", p.createSubscription)
 	r.With(p.authorize(scopesSubs...)).Get("/subscriptions", p.listSubscriptions)
+	r.With(p.authorize(scopesSubs...)).Get("/subscriptions/{subscriptionId}", p.getSubscription)
+	r.With(p.authorize(scopesSubs...)).Put("/subscriptions/{subscriptionId}", p.updateSubscription)
 	r.With(p.authorize(scopesSubs...)).Delete("/subscriptions/{subscriptionId}", p.deleteSubscription)
 }
 
@@ -478,19 +480,106 @@ func (p *Portal) generateKeys(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, out)
 }
 
-// subscriptionDTO is WSO2's SubscriptionDTO.
+// subscriptionDTO is WSO2's SubscriptionDTO (devportal v3): every
+// property of WSO2's definition. subscriptionId, status, apiInfo,
+// applicationInfo and redirectionParams are server-set: accepted (a GET
+// body can be sent back) and ignored; a subscriber cannot unblock itself.
 type subscriptionDTO struct {
-	SubscriptionID   string `json:"subscriptionId,omitempty"`
-	ApplicationID    string `json:"applicationId"`
-	APIID            string `json:"apiId"`
-	ThrottlingPolicy string `json:"throttlingPolicy"`
-	Status           string `json:"status,omitempty"`
+	SubscriptionID            string         `json:"subscriptionId,omitempty"`
+	ApplicationID             string         `json:"applicationId"`
+	APIID                     string         `json:"apiId"`
+	APIInfo                   *subAPIInfoDTO `json:"apiInfo,omitempty"`
+	ApplicationInfo           *subAppInfoDTO `json:"applicationInfo,omitempty"`
+	ThrottlingPolicy          string         `json:"throttlingPolicy"`
+	RequestedThrottlingPolicy string         `json:"requestedThrottlingPolicy,omitempty"`
+	Status                    string         `json:"status,omitempty"`
+	RedirectionParams         string         `json:"redirectionParams,omitempty"`
+}
+
+// subAPIInfoDTO is WSO2's devportal APIInfoDTO as a subscription shows it.
+type subAPIInfoDTO struct {
+	ID                      string                  `json:"id"`
+	Name                    string                  `json:"name"`
+	Description             string                  `json:"description"`
+	Context                 string                  `json:"context"`
+	Version                 string                  `json:"version"`
+	Type                    string                  `json:"type"`
+	CreatedTime             string                  `json:"createdTime,omitempty"`
+	Provider                string                  `json:"provider"`
+	LifeCycleStatus         string                  `json:"lifeCycleStatus"`
+	ThumbnailURI            string                  `json:"thumbnailUri,omitempty"`
+	AvgRating               string                  `json:"avgRating,omitempty"`
+	ThrottlingPolicies      []string                `json:"throttlingPolicies"`
+	AdvertiseInfo           *advertiseInfoDTO       `json:"advertiseInfo,omitempty"`
+	BusinessInformation     *businessInfoDTO        `json:"businessInformation,omitempty"`
+	IsSubscriptionAvailable bool                    `json:"isSubscriptionAvailable"`
+	MonetizationLabel       string                  `json:"monetizationLabel,omitempty"`
+	GatewayVendor           string                  `json:"gatewayVendor,omitempty"`
+	AdditionalProperties    []additionalPropertyDTO `json:"additionalProperties,omitempty"`
+	MonetizedInfo           bool                    `json:"monetizedInfo"`
+}
+
+// subAppInfoDTO is WSO2's ApplicationInfoDTO.
+type subAppInfoDTO struct {
+	ApplicationID     string            `json:"applicationId"`
+	Name              string            `json:"name"`
+	ThrottlingPolicy  string            `json:"throttlingPolicy"`
+	Description       string            `json:"description"`
+	Status            string            `json:"status"`
+	Groups            []string          `json:"groups"`
+	SubscriptionCount int               `json:"subscriptionCount"`
+	Attributes        map[string]string `json:"attributes"`
+	Owner             string            `json:"owner"`
+	TokenType         string            `json:"tokenType"`
+	CreatedTime       string            `json:"createdTime,omitempty"`
+	UpdatedTime       string            `json:"updatedTime,omitempty"`
 }
 
 func toSubscriptionDTO(s *model.Subscription) subscriptionDTO {
 	return subscriptionDTO{
-		SubscriptionID: s.ID, ApplicationID: s.ApplicationID, APIID: s.APIID, ThrottlingPolicy: s.ThrottlingPolicy, Status: s.Status,
+		SubscriptionID: s.ID, ApplicationID: s.ApplicationID, APIID: s.APIID, ThrottlingPolicy: s.ThrottlingPolicy,
+		RequestedThrottlingPolicy: s.RequestedThrottlingPolicy, Status: s.Status,
 	}
+}
+
+// writeSubscription answers with one subscription, its apiInfo and
+// applicationInfo filled in, as WSO2 does.
+func (p *Portal) writeSubscription(w http.ResponseWriter, r *http.Request, sub *model.Subscription, status int) {
+	d := toSubscriptionDTO(sub)
+	owner := subject(r)
+	app, err := p.store.GetApplication(r.Context(), sub.ApplicationID, owner)
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	api, err := p.store.GetAPI(r.Context(), sub.APIID)
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	subs, err := p.store.ListSubscriptions(r.Context(), store.SubscriptionFilter{ApplicationID: app.ID, Owner: owner})
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	attrs := app.Attributes
+	if attrs == nil {
+		attrs = map[string]string{}
+	}
+	d.ApplicationInfo = &subAppInfoDTO{
+		ApplicationID: app.ID, Name: app.Name, ThrottlingPolicy: app.ThrottlingPolicy, Description: app.Description,
+		Status: app.Status, Groups: nonNilStrings(app.Groups), SubscriptionCount: len(subs), Attributes: attrs,
+		Owner: app.Owner, TokenType: app.TokenType, CreatedTime: wso2Millis(app.CreatedAt), UpdatedTime: wso2Millis(app.UpdatedAt),
+	}
+	dev := toDevAPIDTO(api)
+	d.APIInfo = &subAPIInfoDTO{
+		ID: api.ID, Name: api.Name, Description: api.Description, Context: api.Context, Version: api.Version, Type: "HTTP",
+		CreatedTime: wso2Millis(api.CreatedAt), Provider: api.Provider, LifeCycleStatus: string(api.Status),
+		ThrottlingPolicies: dev.ThrottlingPolicies, BusinessInformation: dev.BusinessInformation,
+		IsSubscriptionAvailable: api.Status == model.StatusPublished || api.Status == model.StatusPrototyped,
+		AdditionalProperties:    dev.AdditionalProperties,
+	}
+	writeJSON(w, status, d)
 }
 
 func (p *Portal) createSubscription(w http.ResponseWriter, r *http.Request) {
@@ -508,22 +597,65 @@ func (p *Portal) createSubscription(w http.ResponseWriter, r *http.Request) {
 	if in.ThrottlingPolicy == "" {
 		problems = append(problems, "throttlingPolicy is required")
 	}
-	if in.SubscriptionID != "" || in.Status != "" {
-		problems = append(problems, "subscriptionId and status are read-only")
-	}
 	if len(problems) > 0 {
 		badRequest(w, problems)
 		return
 	}
 	sub, err := p.store.CreateSubscription(r.Context(), model.Subscription{
 		ApplicationID: in.ApplicationID, APIID: in.APIID, ThrottlingPolicy: in.ThrottlingPolicy,
+		RequestedThrottlingPolicy: in.RequestedThrottlingPolicy,
 	}, subject(r))
 	if err != nil {
 		p.fail(w, r, err)
 		return
 	}
 	w.Header().Set("Location", DevportalBase+"/subscriptions/"+sub.ID)
-	writeJSON(w, http.StatusCreated, toSubscriptionDTO(sub))
+	p.writeSubscription(w, r, sub, http.StatusCreated)
+}
+
+func (p *Portal) getSubscription(w http.ResponseWriter, r *http.Request) {
+	sub, err := p.store.GetSubscription(r.Context(), chi.URLParam(r, "subscriptionId"), subject(r))
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	p.writeSubscription(w, r, sub, http.StatusOK)
+}
+
+// updateSubscription is PUT /subscriptions/{subscriptionId}: a tier
+// change. applicationId and apiId, when sent, must be the subscription's.
+func (p *Portal) updateSubscription(w http.ResponseWriter, r *http.Request) {
+	var in subscriptionDTO
+	if !p.decodeJSON(w, r, &in) {
+		return
+	}
+	id, owner := chi.URLParam(r, "subscriptionId"), subject(r)
+	var problems []string
+	if in.SubscriptionID != "" && in.SubscriptionID != id {
+		problems = append(problems, "subscriptionId "+in.SubscriptionID+" does not match the path's subscriptionId")
+	}
+	if in.ThrottlingPolicy == "" {
+		problems = append(problems, "throttlingPolicy is required")
+	}
+	if len(problems) > 0 {
+		badRequest(w, problems)
+		return
+	}
+	cur, err := p.store.GetSubscription(r.Context(), id, owner)
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	if (in.ApplicationID != "" && in.ApplicationID != cur.ApplicationID) || (in.APIID != "" && in.APIID != cur.APIID) {
+		badRequest(w, []string{"applicationId and apiId of a subscription cannot change; subscribe anew"})
+		return
+	}
+	sub, err := p.store.UpdateSubscription(r.Context(), id, owner, in.ThrottlingPolicy, in.RequestedThrottlingPolicy)
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	p.writeSubscription(w, r, sub, http.StatusOK)
 }
 
 func (p *Portal) listSubscriptions(w http.ResponseWriter, r *http.Request) {

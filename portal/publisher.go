@@ -753,7 +753,7 @@ func (p *Portal) pubListSubscriptions(w http.ResponseWriter, r *http.Request) {
 		out = append(out, pubSubscriptionDTO{
 			SubscriptionID:   s.ID,
 			ApplicationInfo:  pubApplicationInfo{ApplicationID: s.ApplicationID, Name: s.ApplicationName, Subscriber: s.ApplicationOwner},
-			ThrottlingPolicy: s.ThrottlingPolicy, RequestedThrottlingPolicy: s.ThrottlingPolicy, SubscriptionStatus: s.Status,
+			ThrottlingPolicy: s.ThrottlingPolicy, RequestedThrottlingPolicy: s.RequestedThrottlingPolicy, SubscriptionStatus: s.Status,
 		})
 	}
 	l := newList(out)

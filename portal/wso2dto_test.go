@@ -545,3 +545,111 @@ func TestWSO2SampleApplicationAccepted(t *testing.T) {
 	}
 	sameJSON(t, normalized(t, sent, applicationServerSet), normalized(t, got, applicationServerSet))
 }
+
+// wso2SubscriptionProperties are the properties of WSO2's SubscriptionDTO
+// (devportal v3); subscriptionServerSet those the server sets.
+var (
+	wso2SubscriptionProperties = []string{
+		"subscriptionId", "applicationId", "apiId", "apiInfo", "applicationInfo", "throttlingPolicy",
+		"requestedThrottlingPolicy", "status", "redirectionParams",
+	}
+	subscriptionServerSet = []string{"subscriptionId", "apiInfo", "applicationInfo", "status", "redirectionParams"}
+)
+
+func fullSubscriptionBody(appID, apiID, tier, requested string) map[string]any {
+	return map[string]any{
+		"subscriptionId": "ignored", "applicationId": appID, "apiId": apiID,
+		"apiInfo": map[string]any{
+			"id": apiID, "name": "x", "description": "x", "context": "/x", "version": "1", "type": "HTTP", "createdTime": "1",
+			"provider": "x", "lifeCycleStatus": "PUBLISHED", "thumbnailUri": "/t", "avgRating": "4.5",
+			"throttlingPolicies": []string{"Gold"}, "advertiseInfo": map[string]any{"advertised": false, "vendor": "WSO2"},
+			"businessInformation": map[string]any{"businessOwner": "x"}, "isSubscriptionAvailable": true,
+			"monetizationLabel": "Free", "gatewayVendor": "wso2",
+			"additionalProperties": []any{map[string]any{"name": "n", "value": "v", "display": true}}, "monetizedInfo": false,
+		},
+		"applicationInfo": map[string]any{
+			"applicationId": appID, "name": "x", "throttlingPolicy": "Unlimited", "description": "x", "status": "APPROVED",
+			"groups": []string{}, "subscriptionCount": 9, "attributes": map[string]any{}, "owner": "x", "tokenType": "JWT",
+			"createdTime": "1", "updatedTime": "2",
+		},
+		"throttlingPolicy": tier, "requestedThrottlingPolicy": requested, "status": "UNBLOCKED", "redirectionParams": "x",
+	}
+}
+
+// TestSubscriptionDTORoundTrip fills every property of WSO2's
+// SubscriptionDTO, POSTs it, PUTs a tier change, and requires GET to
+// return what was sent, except the server-set properties, which show the
+// server's values (apiInfo and applicationInfo describe the real API and
+// application; a subscriber cannot set its own status).
+func TestSubscriptionDTORoundTrip(t *testing.T) {
+	e := newEnv(t, 0)
+	api := e.publish()
+	var app struct{ ApplicationID string }
+	e.must(e.call("POST", devBase+"/applications", "bob-token", `{"name":"subs","throttlingPolicy":"Unlimited","groups":["g"]}`), 201, &app)
+	body := fullSubscriptionBody(app.ApplicationID, api.ID, "Gold", "Unlimited")
+	var keys []string
+	for k := range body {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	want := slices.Clone(wso2SubscriptionProperties)
+	slices.Sort(want)
+	if !slices.Equal(keys, want) {
+		t.Fatalf("the test body does not fill every SubscriptionDTO property:\nbody %v\nwant %v", keys, want)
+	}
+	var created map[string]any
+	e.must(e.call("POST", devBase+"/subscriptions", "bob-token", body), 201, &created)
+	id, _ := created["subscriptionId"].(string)
+	sameJSON(t, normalized(t, body, subscriptionServerSet), normalized(t, created, subscriptionServerSet))
+	apiInfo, _ := created["apiInfo"].(map[string]any)
+	appInfo, _ := created["applicationInfo"].(map[string]any)
+	if id == "ignored" || created["status"] != "UNBLOCKED" || apiInfo["name"] != "PetStore" || apiInfo["context"] != "/pets" ||
+		appInfo["name"] != "subs" || appInfo["owner"] != "bob" || appInfo["subscriptionCount"] != float64(1) ||
+		fmt.Sprint(appInfo["groups"]) != "[g]" {
+		t.Errorf("server-set properties: %v", created)
+	}
+	var got map[string]any
+	e.must(e.call("GET", devBase+"/subscriptions/"+id, "bob-token", nil), 200, &got)
+	sameJSON(t, normalized(t, created, nil), normalized(t, got, nil))
+
+	// A tier change: the event carries it to the gateways.
+	n := e.outbox()
+	update := fullSubscriptionBody(app.ApplicationID, api.ID, "Unlimited", "Gold")
+	update["subscriptionId"] = id // a GET body sent back: its id is the path's
+	update["status"] = "BLOCKED"  // not the subscriber's to set
+	e.must(e.call("PUT", devBase+"/subscriptions/"+id, "bob-token", update), 200, nil)
+	e.must(e.call("GET", devBase+"/subscriptions/"+id, "bob-token", nil), 200, &got)
+	sameJSON(t, normalized(t, update, subscriptionServerSet), normalized(t, got, subscriptionServerSet))
+	if got["status"] != "UNBLOCKED" {
+		t.Errorf("status = %v after a PUT asking BLOCKED, want UNBLOCKED", got["status"])
+	}
+	if e.outbox() != n+1 {
+		t.Errorf("outbox grew by %d, want 1", e.outbox()-n)
+	}
+	if op, _, sub := e.lastSubscriptionEvent(); op != "upsert" || sub.ThrottlingPolicy != "Unlimited" || sub.RequestedThrottlingPolicy != "Gold" {
+		t.Errorf("last subscription event %s %+v", op, sub)
+	}
+	// The publisher sees the requested tier too.
+	var pub struct {
+		List []struct{ ThrottlingPolicy, RequestedThrottlingPolicy string }
+	}
+	e.must(e.call("GET", pubBase+"/subscriptions?apiId="+api.ID, "admin-token", nil), 200, &pub)
+	if len(pub.List) != 1 || pub.List[0].ThrottlingPolicy != "Unlimited" || pub.List[0].RequestedThrottlingPolicy != "Gold" {
+		t.Errorf("publisher subscriptions %+v", pub.List)
+	}
+
+	// Refused: a tier the API does not offer, a different API, someone
+	// else's subscription, a nested unknown field.
+	bronze := fullSubscriptionBody(app.ApplicationID, api.ID, "Bronze", "")
+	bronze["subscriptionId"] = id
+	e.rejects(400, func() resp { return e.call("PUT", devBase+"/subscriptions/"+id, "bob-token", bronze) }, "Bronze")
+	other := fullSubscriptionBody(app.ApplicationID, "00000000-0000-0000-0000-000000000000", "Gold", "")
+	other["subscriptionId"] = id
+	e.rejects(400, func() resp { return e.call("PUT", devBase+"/subscriptions/"+id, "bob-token", other) }, "cannot change")
+	e.rejects(404, func() resp { return e.call("PUT", devBase+"/subscriptions/"+id, "eve-token", update) })
+	e.rejects(404, func() resp { return e.call("GET", devBase+"/subscriptions/"+id, "eve-token", nil) })
+	nested := fullSubscriptionBody(app.ApplicationID, api.ID, "Gold", "")
+	nested["subscriptionId"] = id
+	nested["applicationInfo"].(map[string]any)["colour"] = "blue"
+	e.rejects(400, func() resp { return e.call("PUT", devBase+"/subscriptions/"+id, "bob-token", nested) }, `unknown field "colour"`)
+}

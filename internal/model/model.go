@@ -393,8 +393,12 @@ type Subscription struct {
 	ApplicationID    string `json:"applicationId"`
 	APIID            string `json:"apiId"`
 	ThrottlingPolicy string `json:"throttlingPolicy"`
-	Status           string `json:"status"`
-	Generation       int64  `json:"generation"`
+	// RequestedThrottlingPolicy is WSO2's requestedThrottlingPolicy, the
+	// tier the subscriber asked for. Stored; without subscription
+	// workflows it changes no limit (ThrottlingPolicy does).
+	RequestedThrottlingPolicy string `json:"requestedThrottlingPolicy,omitempty"`
+	Status                    string `json:"status"`
+	Generation                int64  `json:"generation"`
 }
 
 // GatewayState is everything a gateway sidecar needs for one environment:

@@ -55,12 +55,12 @@ func (s *Store) CreateSubscription(ctx context.Context, sub model.Subscription, 
 			// The devportal does not show it, so it does not exist there.
 			return notFound("api %s does not exist", api.ID)
 		}
-		if !slices.Contains(api.Policies, sub.ThrottlingPolicy) {
-			return invalid("throttlingPolicy %q is not offered by api %s; offered: %s", sub.ThrottlingPolicy, api.ID, strings.Join(api.Policies, ", "))
+		if err := checkTiers(api, &sub); err != nil {
+			return err
 		}
-		err = tx.QueryRow(ctx, `INSERT INTO subscriptions (id, application_id, api_id, throttling_policy, status)
-			VALUES ($1, $2, $3, $4, $5) RETURNING generation`,
-			sub.ID, sub.ApplicationID, sub.APIID, sub.ThrottlingPolicy, sub.Status).Scan(&sub.Generation)
+		err = tx.QueryRow(ctx, `INSERT INTO subscriptions (id, application_id, api_id, throttling_policy, requested_throttling_policy, status)
+			VALUES ($1, $2, $3, $4, $5, $6) RETURNING generation`,
+			sub.ID, sub.ApplicationID, sub.APIID, sub.ThrottlingPolicy, sub.RequestedThrottlingPolicy, sub.Status).Scan(&sub.Generation)
 		if code, _ := pgCode(err); code == uniqueViolation {
 			return conflict("application %s is already subscribed to api %s", sub.ApplicationID, sub.APIID)
 		}
@@ -73,6 +73,58 @@ func (s *Store) CreateSubscription(ctx context.Context, sub model.Subscription, 
 		return nil, fmt.Errorf("subscribe application %s to api %s: %w", sub.ApplicationID, sub.APIID, err)
 	}
 	return &sub, nil
+}
+
+// checkTiers requires the API to offer the subscription's tier and its
+// requested tier; an empty requested tier becomes the tier.
+func checkTiers(api *model.API, sub *model.Subscription) error {
+	if sub.RequestedThrottlingPolicy == "" {
+		sub.RequestedThrottlingPolicy = sub.ThrottlingPolicy
+	}
+	for _, f := range []struct{ name, tier string }{
+		{"throttlingPolicy", sub.ThrottlingPolicy}, {"requestedThrottlingPolicy", sub.RequestedThrottlingPolicy},
+	} {
+		if !slices.Contains(api.Policies, f.tier) {
+			return invalid("%s %q is not offered by api %s; offered: %s", f.name, f.tier, api.ID, strings.Join(api.Policies, ", "))
+		}
+	}
+	return nil
+}
+
+// UpdateSubscription changes the tier and requested tier of a subscription
+// of an owner's application (WSO2's devportal PUT) and appends its event,
+// in one transaction. Both tiers must be offered by the API. The status is
+// not the subscriber's to change.
+func (s *Store) UpdateSubscription(ctx context.Context, id, owner, tier, requested string) (*model.Subscription, error) {
+	if tier == "" {
+		return nil, invalid("throttlingPolicy is required")
+	}
+	var out *model.Subscription
+	err := s.inTx(ctx, func(tx pgx.Tx) error {
+		sub, err := getSubscription(ctx, tx, id, owner, true)
+		if err != nil {
+			return err
+		}
+		api, err := getAPI(ctx, tx, sub.APIID, false)
+		if err != nil {
+			return err
+		}
+		sub.ThrottlingPolicy, sub.RequestedThrottlingPolicy = tier, requested
+		if err := checkTiers(api, sub); err != nil {
+			return err
+		}
+		if err := tx.QueryRow(ctx, `UPDATE subscriptions SET throttling_policy = $2, requested_throttling_policy = $3,
+			generation = nextval('generation_seq') WHERE id = $1 RETURNING generation`,
+			id, sub.ThrottlingPolicy, sub.RequestedThrottlingPolicy).Scan(&sub.Generation); err != nil {
+			return fmt.Errorf("write subscription: %w", err)
+		}
+		out = sub
+		return emit(ctx, tx, events.KindSubscription, events.OpUpsert, sub.ID, "", sub.Generation, sub)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("update subscription %s: %w", id, err)
+	}
+	return out, nil
 }
 
 // GetSubscription loads a subscription; a non-empty owner restricts it to
@@ -179,7 +231,8 @@ func (s *Store) ListAPISubscriptions(ctx context.Context, apiID string) ([]APISu
 	if _, err := getAPI(ctx, s.pool, apiID, false); err != nil {
 		return nil, fmt.Errorf("list subscriptions of api %s: %w", apiID, err)
 	}
-	rows, err := s.pool.Query(ctx, `SELECT s.id, s.application_id, s.api_id, s.throttling_policy, s.status, s.generation, a.name, a.owner
+	rows, err := s.pool.Query(ctx, `SELECT s.id, s.application_id, s.api_id, s.throttling_policy,
+		coalesce(nullif(s.requested_throttling_policy, ''), s.throttling_policy), s.status, s.generation, a.name, a.owner
 		FROM subscriptions s JOIN applications a ON a.id = s.application_id
 		WHERE s.api_id = $1 ORDER BY s.created_at, s.id`, apiID)
 	if err != nil {
@@ -187,7 +240,8 @@ func (s *Store) ListAPISubscriptions(ctx context.Context, apiID string) ([]APISu
 	}
 	subs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (APISubscription, error) {
 		var s APISubscription
-		return s, r.Scan(&s.ID, &s.ApplicationID, &s.APIID, &s.ThrottlingPolicy, &s.Status, &s.Generation, &s.ApplicationName, &s.ApplicationOwner)
+		return s, r.Scan(&s.ID, &s.ApplicationID, &s.APIID, &s.ThrottlingPolicy, &s.RequestedThrottlingPolicy, &s.Status, &s.Generation,
+			&s.ApplicationName, &s.ApplicationOwner)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list subscriptions of api %s: %w", apiID, err)
@@ -214,13 +268,14 @@ func getSubscription(ctx context.Context, q querier, id, owner string, forUpdate
 }
 
 func loadSubscriptions(ctx context.Context, q querier, tail string, args ...any) ([]model.Subscription, error) {
-	rows, err := q.Query(ctx, `SELECT id, application_id, api_id, throttling_policy, status, generation FROM subscriptions `+tail, args...)
+	rows, err := q.Query(ctx, `SELECT id, application_id, api_id, throttling_policy,
+		coalesce(nullif(requested_throttling_policy, ''), throttling_policy), status, generation FROM subscriptions `+tail, args...)
 	if err != nil {
 		return nil, fmt.Errorf("query subscriptions: %w", err)
 	}
 	subs, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (model.Subscription, error) {
 		var sub model.Subscription
-		return sub, r.Scan(&sub.ID, &sub.ApplicationID, &sub.APIID, &sub.ThrottlingPolicy, &sub.Status, &sub.Generation)
+		return sub, r.Scan(&sub.ID, &sub.ApplicationID, &sub.APIID, &sub.ThrottlingPolicy, &sub.RequestedThrottlingPolicy, &sub.Status, &sub.Generation)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("scan subscriptions: %w", err)
