@@ -272,7 +272,7 @@ func toAPIDTO(a *model.API) apiDTO {
 		}
 	}
 	if d.EndpointConfig == nil {
-		// Not stored as sent (APIs from before 00014): built from the
+		// Not stored as sent (APIs from before migration 00015): built from the
 		// endpoints apim serves.
 		c := endpointConf{EndpointType: "http"}
 		if a.Production != nil {
