@@ -54,6 +54,7 @@ func (p *Portal) adminRoutes(r chi.Router) {
 	view.Get("/throttling/deny-policies/{conditionId}", p.getDenyPolicy)
 	manage.Patch("/throttling/deny-policies/{conditionId}", p.patchDenyPolicy)
 	manage.Delete("/throttling/deny-policies/{conditionId}", p.deleteDenyPolicy)
-	p.keyManagerRoutes(r)  // keymanagers.go
-	p.environmentRoutes(r) // environments.go
+	p.keyManagerRoutes(r)       // keymanagers.go
+	p.environmentRoutes(r)      // environments.go
+	p.adminApplicationRoutes(r) // adminapps.go
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
-	"slices"
 	"strings"
 
 	"github.com/go-chi/chi/v5"
@@ -33,6 +32,7 @@ func (p *Portal) devportalRoutes(r chi.Router) {
 	r.Get("/openapi.yaml", serveDoc(devportalDoc))
 	r.With(p.authn(true, scopesDevAPIs)).Get("/apis", p.devListAPIs)
 	r.With(p.authn(true, scopesDevAPIs)).Get("/apis/{apiId}", p.devGetAPI)
+	r.With(p.authn(true, scopesDevAPIs)).Get("/search", p.search(DevportalBase, visible)) // search.go
 	r.With(p.authorize(scopesApps...)).Post("/applications", p.createApplication)
 	r.With(p.authorize(scopesApps...)).Get("/applications", p.listApplications)
 	r.With(p.authorize(scopesApps...)).Get("/applications/{applicationId}", p.getApplication)
@@ -82,12 +82,7 @@ func toDevAPIDTO(a *model.API) devAPIDTO {
 		Tags: nonNilStrings(a.Tags), Transport: nonNilStrings(a.Transport), IsDefaultVersion: a.IsDefaultVersion,
 		AdditionalProperties: []additionalPropertyDTO{},
 	}
-	if b := a.BusinessInformation; b != nil {
-		d.BusinessInformation = &businessInfoDTO{
-			BusinessOwner: b.BusinessOwner, BusinessOwnerEmail: b.BusinessOwnerEmail,
-			TechnicalOwner: b.TechnicalOwner, TechnicalOwnerEmail: b.TechnicalOwnerEmail,
-		}
-	}
+	d.BusinessInformation = toBusinessInfoDTO(a.BusinessInformation)
 	for _, p := range a.AdditionalProperties {
 		if p.Display {
 			d.AdditionalProperties = append(d.AdditionalProperties, additionalPropertyDTO{Name: p.Name, Value: p.Value, Display: true})
@@ -97,44 +92,7 @@ func toDevAPIDTO(a *model.API) devAPIDTO {
 }
 
 func (p *Portal) devListAPIs(w http.ResponseWriter, r *http.Request) {
-	limit, offset, problems := pageParams(r)
-	if len(problems) > 0 {
-		badRequest(w, problems)
-		return
-	}
-	opts, ok := apiQuery(w, r)
-	if !ok {
-		return
-	}
-	// Only what the devportal shows, whatever status: the query names.
-	statuses := visible
-	if len(opts.Statuses) > 0 {
-		statuses = nil
-		for _, st := range opts.Statuses {
-			if slices.Contains(visible, st) {
-				statuses = append(statuses, st)
-			}
-		}
-		if len(statuses) == 0 {
-			l := newList([]devAPIDTO{})
-			l.Pagination = pagination(DevportalBase+"/apis", limit, offset, 0)
-			writeJSON(w, http.StatusOK, l)
-			return
-		}
-	}
-	opts.Limit, opts.Offset, opts.Statuses = limit, offset, statuses
-	apis, total, err := p.store.ListAPIs(r.Context(), opts)
-	if err != nil {
-		p.fail(w, r, err)
-		return
-	}
-	out := make([]devAPIDTO, 0, len(apis))
-	for i := range apis {
-		out = append(out, toDevAPIDTO(&apis[i]))
-	}
-	l := newList(out)
-	l.Pagination = pagination(DevportalBase+"/apis", limit, offset, total)
-	writeJSON(w, http.StatusOK, l)
+	writeAPIPage(p, w, r, DevportalBase+"/apis", visible, toDevAPIDTO)
 }
 
 func (p *Portal) devGetAPI(w http.ResponseWriter, r *http.Request) {
@@ -221,7 +179,9 @@ func toApplicationDTO(a *store.Application) applicationDTO {
 	d := applicationDTO{
 		ApplicationID: a.ID, Name: a.Name, ThrottlingPolicy: a.ThrottlingPolicy, Description: a.Description,
 		TokenType: a.TokenType, Status: a.Status, Owner: a.Owner, Groups: nonNilStrings(a.Groups), Attributes: a.Attributes,
-		applicationServerSetDTO: applicationServerSetDTO{CreatedTime: wso2Millis(a.CreatedAt), UpdatedTime: wso2Millis(a.UpdatedAt)},
+		applicationServerSetDTO: applicationServerSetDTO{
+			SubscriptionCount: a.SubscriptionCount, CreatedTime: wso2Millis(a.CreatedAt), UpdatedTime: wso2Millis(a.UpdatedAt),
+		},
 	}
 	if d.Attributes == nil {
 		d.Attributes = map[string]string{}
@@ -309,17 +269,11 @@ func (p *Portal) updateApplication(w http.ResponseWriter, r *http.Request) {
 // and keys filled in.
 func (p *Portal) writeApplication(w http.ResponseWriter, r *http.Request, app *store.Application, status int) {
 	d := toApplicationDTO(app)
-	subs, err := p.store.ListSubscriptions(r.Context(), store.SubscriptionFilter{ApplicationID: app.ID, Owner: app.Owner})
-	if err != nil {
-		p.fail(w, r, err)
-		return
-	}
 	keys, err := p.store.ListKeyMappings(r.Context(), app.ID, app.Owner)
 	if err != nil {
 		p.fail(w, r, err)
 		return
 	}
-	d.SubscriptionCount = len(subs)
 	list := make([]appKeyInfoDTO, 0, len(keys))
 	d.Keys = &list
 	for _, k := range keys {
@@ -335,27 +289,7 @@ func (p *Portal) writeApplication(w http.ResponseWriter, r *http.Request, app *s
 }
 
 func (p *Portal) listApplications(w http.ResponseWriter, r *http.Request) {
-	apps, err := p.store.ListApplications(r.Context(), subject(r))
-	if err != nil {
-		p.fail(w, r, err)
-		return
-	}
-	subs, err := p.store.ListSubscriptions(r.Context(), store.SubscriptionFilter{Owner: subject(r)})
-	if err != nil {
-		p.fail(w, r, err)
-		return
-	}
-	count := map[string]int{}
-	for _, s := range subs {
-		count[s.ApplicationID]++
-	}
-	out := make([]applicationDTO, 0, len(apps))
-	for i := range apps {
-		d := toApplicationDTO(&apps[i])
-		d.SubscriptionCount = count[apps[i].ID]
-		out = append(out, d)
-	}
-	writeJSON(w, http.StatusOK, newList(out))
+	writeApplicationPage(p, w, r, DevportalBase+"/applications", subject(r), toApplicationDTO)
 }
 
 func (p *Portal) getApplication(w http.ResponseWriter, r *http.Request) {
@@ -546,18 +480,12 @@ func toSubscriptionDTO(s *model.Subscription) subscriptionDTO {
 // applicationInfo filled in, as WSO2 does.
 func (p *Portal) writeSubscription(w http.ResponseWriter, r *http.Request, sub *model.Subscription, status int) {
 	d := toSubscriptionDTO(sub)
-	owner := subject(r)
-	app, err := p.store.GetApplication(r.Context(), sub.ApplicationID, owner)
+	app, err := p.store.GetApplication(r.Context(), sub.ApplicationID, subject(r))
 	if err != nil {
 		p.fail(w, r, err)
 		return
 	}
 	api, err := p.store.GetAPI(r.Context(), sub.APIID)
-	if err != nil {
-		p.fail(w, r, err)
-		return
-	}
-	subs, err := p.store.ListSubscriptions(r.Context(), store.SubscriptionFilter{ApplicationID: app.ID, Owner: owner})
 	if err != nil {
 		p.fail(w, r, err)
 		return
@@ -568,7 +496,7 @@ func (p *Portal) writeSubscription(w http.ResponseWriter, r *http.Request, sub *
 	}
 	d.ApplicationInfo = &subAppInfoDTO{
 		ApplicationID: app.ID, Name: app.Name, ThrottlingPolicy: app.ThrottlingPolicy, Description: app.Description,
-		Status: app.Status, Groups: nonNilStrings(app.Groups), SubscriptionCount: len(subs), Attributes: attrs,
+		Status: app.Status, Groups: nonNilStrings(app.Groups), SubscriptionCount: app.SubscriptionCount, Attributes: attrs,
 		Owner: app.Owner, TokenType: app.TokenType, CreatedTime: wso2Millis(app.CreatedAt), UpdatedTime: wso2Millis(app.UpdatedAt),
 	}
 	dev := toDevAPIDTO(api)

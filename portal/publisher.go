@@ -31,6 +31,7 @@ var (
 func (p *Portal) publisherRoutes(r chi.Router) {
 	r.Get("/openapi.yaml", serveDoc(publisherDoc))
 	r.With(p.authorize(scopesAPIView...)).Get("/apis", p.listAPIs)
+	r.With(p.authorize(scopesAPIView...)).Get("/search", p.search(PublisherBase, nil)) // search.go
 	r.With(p.authorize(scopesAPICreate...)).Post("/apis", p.createAPI)
 	r.With(p.authorize(scopesAPICreate...)).Post("/apis/import-openapi", p.importOpenAPI)
 	r.With(p.authorize(scopesAPIPublish...)).Post("/apis/change-lifecycle", p.changeLifecycle)
@@ -247,12 +248,7 @@ func toAPIDTO(a *model.API) apiDTO {
 	if d.Policies == nil {
 		d.Policies = []string{}
 	}
-	if b := a.BusinessInformation; b != nil {
-		d.BusinessInformation = &businessInfoDTO{
-			BusinessOwner: b.BusinessOwner, BusinessOwnerEmail: b.BusinessOwnerEmail,
-			TechnicalOwner: b.TechnicalOwner, TechnicalOwnerEmail: b.TechnicalOwnerEmail,
-		}
-	}
+	d.BusinessInformation = toBusinessInfoDTO(a.BusinessInformation)
 	for _, p := range a.AdditionalProperties {
 		dp := additionalPropertyDTO{Name: p.Name, Value: p.Value, Display: p.Display}
 		d.AdditionalProperties = append(d.AdditionalProperties, dp)
@@ -374,48 +370,8 @@ func pagination(base string, limit, offset, total int) *paginationDTO {
 	return pg
 }
 
-// apiQuery reads WSO2's query parameter of API lists: space-separated
-// status:<STATE> and tag:<TAG> modifiers.
-func apiQuery(w http.ResponseWriter, r *http.Request) (store.ListAPIsOptions, bool) {
-	var opts store.ListAPIsOptions
-	for _, term := range strings.Fields(r.URL.Query().Get("query")) {
-		key, value, _ := strings.Cut(term, ":")
-		switch {
-		case key == "status" && value != "":
-			opts.Statuses = append(opts.Statuses, model.LifecycleStatus(strings.ToUpper(value)))
-		case key == "tag" && value != "" && opts.Tag == "":
-			opts.Tag = value
-		default:
-			badRequest(w, []string{"query supports status:<STATE> and one tag:<TAG>, got " + strconv.Quote(term)})
-			return opts, false
-		}
-	}
-	return opts, true
-}
-
 func (p *Portal) listAPIs(w http.ResponseWriter, r *http.Request) {
-	limit, offset, problems := pageParams(r)
-	if len(problems) > 0 {
-		badRequest(w, problems)
-		return
-	}
-	opts, ok := apiQuery(w, r)
-	if !ok {
-		return
-	}
-	opts.Limit, opts.Offset = limit, offset
-	apis, total, err := p.store.ListAPIs(r.Context(), opts)
-	if err != nil {
-		p.fail(w, r, err)
-		return
-	}
-	out := make([]apiDTO, 0, len(apis))
-	for i := range apis {
-		out = append(out, toAPIDTO(&apis[i]))
-	}
-	l := newList(out)
-	l.Pagination = pagination(PublisherBase+"/apis", limit, offset, total)
-	writeJSON(w, http.StatusOK, l)
+	writeAPIPage(p, w, r, PublisherBase+"/apis", nil, toAPIDTO)
 }
 
 func (p *Portal) createAPI(w http.ResponseWriter, r *http.Request) {

@@ -183,6 +183,16 @@ type businessInfoDTO struct {
 	TechnicalOwnerEmail string `json:"technicalOwnerEmail,omitempty"`
 }
 
+func toBusinessInfoDTO(b *model.BusinessInformation) *businessInfoDTO {
+	if b == nil {
+		return nil
+	}
+	return &businessInfoDTO{
+		BusinessOwner: b.BusinessOwner, BusinessOwnerEmail: b.BusinessOwnerEmail,
+		TechnicalOwner: b.TechnicalOwner, TechnicalOwnerEmail: b.TechnicalOwnerEmail,
+	}
+}
+
 // additionalPropertyDTO is one of WSO2 4.x's additionalProperties (and a
 // value of additionalPropertiesMap).
 type additionalPropertyDTO struct {

@@ -18,7 +18,58 @@ type ListAPIsOptions struct {
 	Limit    int                     // at most this many; 0 means 25
 	Offset   int                     // skip this many
 	Statuses []model.LifecycleStatus // only these states; empty means all
-	Tag      string                  // only APIs with this tag; empty means all
+	Tags     []string                // only APIs with all of these tags
+	Matches  []APIMatch              // only APIs matching all of these
+}
+
+// APIMatch is one term of an API search.
+type APIMatch struct {
+	// Field is one of the APIFields; "" matches any of name, context and
+	// description.
+	Field string
+	Value string
+	// Exact matches the whole value, case-insensitively; otherwise the
+	// value is a case-insensitive substring.
+	Exact bool
+}
+
+// APIFields are the fields an APIMatch can name, with their columns.
+var APIFields = map[string]string{
+	"name": "name", "version": "version", "provider": "provider", "context": "context", "description": "description",
+}
+
+// where is the WHERE clause of opts and its arguments, numbered from $1.
+func (opts ListAPIsOptions) where() (string, []any) {
+	statuses := make([]string, 0, len(opts.Statuses))
+	for _, st := range opts.Statuses {
+		statuses = append(statuses, string(st))
+	}
+	args := []any{statuses, nonNil(opts.Tags)}
+	clauses := []string{"(cardinality($1::text[]) = 0 OR lifecycle_status = ANY($1))", "tags @> $2::text[]"}
+	for _, m := range opts.Matches {
+		args = append(args, m.Value)
+		arg := fmt.Sprintf("$%d", len(args))
+		cols := []string{"name", "context", "description"}
+		if m.Field != "" {
+			cols = []string{APIFields[m.Field]}
+		}
+		var ors []string
+		for _, c := range cols {
+			if m.Exact {
+				ors = append(ors, "lower("+c+") = lower("+arg+")")
+			} else {
+				ors = append(ors, c+" ILIKE '%' || "+likeEscaped(arg)+" || '%'")
+			}
+		}
+		clauses = append(clauses, "("+strings.Join(ors, " OR ")+")")
+	}
+	return "WHERE " + strings.Join(clauses, " AND "), args
+}
+
+// likeEscaped is the SQL that makes the text in arg a literal LIKE
+// pattern: its %, _ and \ match themselves.
+func likeEscaped(arg string) string {
+	return `replace(replace(replace(` + arg + `, '\', '\\'), '%', '\%'), '_', '\_')`
 }
 
 // CreateAPI stores a new API and appends its api event. An empty ID gets a
@@ -188,19 +239,20 @@ func (s *Store) ListAPIs(ctx context.Context, opts ListAPIsOptions) ([]model.API
 	if opts.Limit <= 0 {
 		opts.Limit = 25
 	}
-	if opts.Offset < 0 {
-		opts.Offset = 0
+	opts.Offset = max(opts.Offset, 0)
+	for _, m := range opts.Matches {
+		if _, ok := APIFields[m.Field]; !ok && m.Field != "" {
+			return nil, 0, invalid("an API has no searchable field %q", m.Field)
+		}
 	}
-	statuses := make([]string, 0, len(opts.Statuses))
-	for _, st := range opts.Statuses {
-		statuses = append(statuses, string(st))
-	}
-	const where = `WHERE (cardinality($1::text[]) = 0 OR lifecycle_status = ANY($1)) AND ($2 = '' OR tags @> ARRAY[$2::text])`
+	where, args := opts.where()
 	var total int
-	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM apis `+where, statuses, opts.Tag).Scan(&total); err != nil {
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM apis `+where, args...).Scan(&total); err != nil {
 		return nil, 0, fmt.Errorf("count apis: %w", err)
 	}
-	apis, err := loadAPIs(ctx, s.pool, where+` ORDER BY name, version, id LIMIT $3 OFFSET $4`, statuses, opts.Tag, opts.Limit, opts.Offset)
+	n := len(args)
+	apis, err := loadAPIs(ctx, s.pool, where+fmt.Sprintf(` ORDER BY name, version, id LIMIT $%d OFFSET $%d`, n+1, n+2),
+		append(args, opts.Limit, opts.Offset)...)
 	if err != nil {
 		return nil, 0, fmt.Errorf("list apis: %w", err)
 	}

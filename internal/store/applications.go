@@ -31,6 +31,16 @@ type Application struct {
 	Extra     json.RawMessage
 	CreatedAt time.Time
 	UpdatedAt time.Time
+	// SubscriptionCount is the number of its subscriptions when loaded.
+	SubscriptionCount int
+}
+
+// ApplicationFilter selects a page of applications.
+type ApplicationFilter struct {
+	Owner  string // only this owner's; "" means everyone's
+	Name   string // only names holding this, case-insensitively
+	Limit  int    // at most this many; 0 means 25
+	Offset int    // skip this many
 }
 
 // Limits of an application's WSO2 properties.
@@ -176,14 +186,22 @@ func (s *Store) GetApplication(ctx context.Context, id, owner string) (*Applicat
 	return app, nil
 }
 
-// ListApplications returns an owner's applications by name; an empty owner
-// returns everyone's.
-func (s *Store) ListApplications(ctx context.Context, owner string) ([]Application, error) {
-	apps, err := loadApplications(ctx, s.pool, `WHERE $1 = '' OR owner = $1 ORDER BY name, id`, owner)
-	if err != nil {
-		return nil, fmt.Errorf("list applications of %q: %w", owner, err)
+// ListApplications returns a page of the applications f selects, by
+// name, and how many it selects in all.
+func (s *Store) ListApplications(ctx context.Context, f ApplicationFilter) ([]Application, int, error) {
+	if f.Limit <= 0 {
+		f.Limit = 25
 	}
-	return apps, nil
+	where := `WHERE ($1 = '' OR owner = $1) AND name ILIKE '%' || ` + likeEscaped("$2") + ` || '%'`
+	var total int
+	if err := s.pool.QueryRow(ctx, `SELECT count(*) FROM applications `+where, f.Owner, f.Name).Scan(&total); err != nil {
+		return nil, 0, fmt.Errorf("count applications of %q: %w", f.Owner, err)
+	}
+	apps, err := loadApplications(ctx, s.pool, where+` ORDER BY name, id LIMIT $3 OFFSET $4`, f.Owner, f.Name, f.Limit, max(f.Offset, 0))
+	if err != nil {
+		return nil, 0, fmt.Errorf("list applications of %q: %w", f.Owner, err)
+	}
+	return apps, total, nil
 }
 
 // DeleteApplication removes an owner's application with its key mappings,
@@ -256,7 +274,8 @@ func getApplication(ctx context.Context, q querier, id, owner string, forUpdate 
 
 func loadApplications(ctx context.Context, q querier, tail string, args ...any) ([]Application, error) {
 	rows, err := q.Query(ctx, `SELECT id, name, owner, description, throttling_policy, token_type, status, groups,
-		attributes, wso2_extra, created_at, updated_at, generation
+		attributes, wso2_extra, created_at, updated_at, generation,
+		(SELECT count(*) FROM subscriptions s WHERE s.application_id = applications.id)
 		FROM applications `+tail, args...)
 	if err != nil {
 		return nil, fmt.Errorf("query applications: %w", err)
@@ -264,7 +283,7 @@ func loadApplications(ctx context.Context, q querier, tail string, args ...any) 
 	apps, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Application, error) {
 		var a Application
 		err := r.Scan(&a.ID, &a.Name, &a.Owner, &a.Description, &a.ThrottlingPolicy, &a.TokenType, &a.Status, &a.Groups,
-			&a.Attributes, &a.Extra, &a.CreatedAt, &a.UpdatedAt, &a.Generation)
+			&a.Attributes, &a.Extra, &a.CreatedAt, &a.UpdatedAt, &a.Generation, &a.SubscriptionCount)
 		a.Groups, a.Extra = nilIfEmpty(a.Groups), extraOrNil(a.Extra)
 		a.CreatedAt, a.UpdatedAt = a.CreatedAt.UTC(), a.UpdatedAt.UTC()
 		if len(a.Attributes) == 0 {
