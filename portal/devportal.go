@@ -33,6 +33,7 @@ func (p *Portal) devportalRoutes(r chi.Router) {
 	r.With(p.authn(true, scopesDevAPIs)).Get("/apis", p.devListAPIs)
 	r.With(p.authn(true, scopesDevAPIs)).Get("/apis/{apiId}", p.devGetAPI)
 	r.With(p.authn(true, scopesDevAPIs)).Get("/search", p.search(DevportalBase, visible)) // search.go
+	p.devPolicyRoutes(r)                                                                  // devpolicies.go
 	r.With(p.authorize(scopesApps...)).Post("/applications", p.createApplication)
 	r.With(p.authorize(scopesApps...)).Get("/applications", p.listApplications)
 	r.With(p.authorize(scopesApps...)).Get("/applications/{applicationId}", p.getApplication)
@@ -40,6 +41,8 @@ func (p *Portal) devportalRoutes(r chi.Router) {
 	r.With(p.authorize(scopesApps...)).Delete("/applications/{applicationId}", p.deleteApplication)
 	r.With(p.authorize(scopesApps...)).Post("/applications/{applicationId}/generate-keys", p.generateKeys)
 	r.With(p.authorize(scopesApps...)).Post("/applications/{applicationId}/map-keys", p.mapKeys) // keymanagers.go
+	r.With(p.authorize(scopesApps...)).Get("/applications/{applicationId}/oauth-keys", p.listOAuthKeys)
+	r.With(p.authorize(scopesApps...)).Get("/applications/{applicationId}/keys", p.listOAuthKeys)
 	r.With(p.authorize(scopesApps...)).Get("/applications/{applicationId}/oauth-keys/{keyMappingId}", p.getOAuthKeys)
 	r.With(p.authorize(scopesApps...)).Put("/applications/{applicationId}/oauth-keys/{keyMappingId}", p.updateOAuthKeys)
 	r.With(p.authorize(scopesApps...)).Post("/applications/{applicationId}/oauth-keys/{keyMappingId}/regenerate-secret", p.regenerateSecret)

@@ -180,7 +180,18 @@ func TestRevisionOperations(t *testing.T) {
 	e.rejects(403, func() resp {
 		return e.call("POST", pubBase+"/apis/"+api.ID+"/restore-revision?revisionId="+first, "viewer-token", nil)
 	})
-	e.rejects(400, func() resp { return e.call("POST", pubBase+"/apis/"+api.ID+"/restore-revision", "admin-token", nil) }, "revisionId is required")
+	e.rejects(400, func() resp { return e.call("POST", pubBase+"/apis/"+api.ID+"/restore-revision", "admin-token", nil) }, "revisionId or revisionNumber is required")
+	// WSO2's revisionNumber names it too, as apictl sends it.
+	e.must(e.call("POST", pubBase+"/apis/"+api.ID+"/restore-revision?revisionNumber=1", "admin-token", nil), 201, &restored)
+	if restored.Description != got.Description {
+		t.Fatalf("restored by number %+v, want revision 1's description %q", restored, got.Description)
+	}
+	e.rejects(404, func() resp {
+		return e.call("POST", pubBase+"/apis/"+api.ID+"/restore-revision?revisionNumber=9", "admin-token", nil)
+	}, "no revision 9")
+	e.rejects(400, func() resp {
+		return e.call("POST", pubBase+"/apis/"+api.ID+"/restore-revision?revisionNumber=first", "admin-token", nil)
+	}, "whole number")
 
 	// A deployed revision stays; an undeployed one goes.
 	e.rejects(409, func() resp { return e.call("DELETE", pubBase+"/apis/"+api.ID+"/revisions/"+first, "admin-token", nil) }, "deployed to Default")

@@ -193,7 +193,7 @@ func (p *Portal) updateOAuthKeys(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, err)
 		return
 	}
-	p.writeKeys(w, r, ck, km)
+	p.writeKeys(w, r, km)
 }
 
 // getOAuthKeys is GET /applications/{applicationId}/oauth-keys/{keyMappingId}:
@@ -206,34 +206,66 @@ func (p *Portal) getOAuthKeys(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	i := slices.IndexFunc(kms, func(km model.KeyMapping) bool { return km.ID == kmID })
-	switch {
-	case i < 0:
+	if i < 0 {
 		p.fail(w, r, &store.Error{Kind: store.ErrNotFound, Message: "key mapping " + kmID + " not found"})
-	case kms[i].KeyManagerID != "":
-		writeJSON(w, http.StatusOK, mappedKeyDTO(&kms[i]))
-	default:
-		if ck := p.clientKeys(w); ck != nil {
-			p.writeKeys(w, r, ck, &kms[i])
-		}
+		return
 	}
+	p.writeKeys(w, r, &kms[i])
+}
+
+// listOAuthKeys is GET /applications/{applicationId}/oauth-keys (and
+// WSO2's older /keys, which apictl calls): every key mapping of the
+// application, without secrets.
+func (p *Portal) listOAuthKeys(w http.ResponseWriter, r *http.Request) {
+	kms, err := p.store.ListKeyMappings(r.Context(), chi.URLParam(r, "applicationId"), subject(r))
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	out := make([]applicationKeyDTO, 0, len(kms))
+	for i := range kms {
+		d, err := p.keysDTO(r.Context(), &kms[i])
+		if err != nil {
+			p.fail(w, r, err)
+			return
+		}
+		out = append(out, d)
+	}
+	writeJSON(w, http.StatusOK, newList(out))
 }
 
 // writeKeys answers with a key mapping's ApplicationKeyDTO, without secret.
-func (p *Portal) writeKeys(w http.ResponseWriter, r *http.Request, ck ClientKeys, km *model.KeyMapping) {
-	info, err := ck.ClientInfo(r.Context(), km.ConsumerKey)
+func (p *Portal) writeKeys(w http.ResponseWriter, r *http.Request, km *model.KeyMapping) {
+	d, err := p.keysDTO(r.Context(), km)
 	if err != nil {
-		p.fail(w, r, errKeymgr(err))
+		p.fail(w, r, err)
 		return
 	}
-	out := applicationKeyDTO{
-		KeyMappingID: km.ID, KeyManager: km.KeyManager, ConsumerKey: km.ConsumerKey,
-		SupportedGrantTypes: nonNilStrings(info.GrantTypes), KeyState: "COMPLETED", KeyType: km.KeyType, Mode: "CREATED",
-		AdditionalProperties: validityProperties(info.Validity),
+	writeJSON(w, http.StatusOK, d)
+}
+
+// keysDTO is a key mapping's ApplicationKeyDTO, without secret: for keys
+// of the resident key manager, with the client's grant types, callback
+// and token lifetimes.
+func (p *Portal) keysDTO(ctx context.Context, km *model.KeyMapping) (applicationKeyDTO, error) {
+	if km.KeyManagerID != "" {
+		return mappedKeyDTO(km), nil
 	}
+	out := mappedKeyDTO(km)
+	out.Mode = "CREATED"
+	ck, ok := p.clients.(ClientKeys)
+	if !ok { // a registrar that cannot say more
+		return out, nil
+	}
+	info, err := ck.ClientInfo(ctx, km.ConsumerKey)
+	if err != nil {
+		return applicationKeyDTO{}, errKeymgr(err)
+	}
+	out.SupportedGrantTypes, out.AdditionalProperties = nonNilStrings(info.GrantTypes), validityProperties(info.Validity)
 	if info.Callback != "" {
 		out.CallbackURL = &info.Callback
 	}
-	writeJSON(w, http.StatusOK, out)
+	return out, nil
 }
 
 // consumerSecretDTO is WSO2's ConsumerSecretDTO.

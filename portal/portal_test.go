@@ -652,7 +652,7 @@ func TestEveryEndpointRejectsBadBodies(t *testing.T) {
 	}, "timeUnit")
 	e.rejects(400, func() resp {
 		return e.call("POST", pubBase+"/apis/"+api.ID+"/deploy-revision", "admin-token", `[{"name":"Default"}]`)
-	}, "revisionId is required")
+	}, "revisionId or revisionNumber is required")
 }
 
 func policyBody(name string) map[string]any {

@@ -564,17 +564,40 @@ func (p *Portal) readTargets(w http.ResponseWriter, r *http.Request) ([]store.En
 	return targets, true
 }
 
-func revisionParam(w http.ResponseWriter, r *http.Request) (string, bool) {
-	id := r.URL.Query().Get("revisionId")
-	if id == "" {
-		badRequest(w, []string{"revisionId is required"})
+// revisionParam reads the revision of deploy-, undeploy- and restore-revision:
+// revisionId, or, as WSO2 takes too (apictl sends it), revisionNumber.
+func (p *Portal) revisionParam(w http.ResponseWriter, r *http.Request) (string, bool) {
+	q := r.URL.Query()
+	if id := q.Get("revisionId"); id != "" {
+		return id, true
+	}
+	num := q.Get("revisionNumber")
+	if num == "" {
+		badRequest(w, []string{"revisionId or revisionNumber is required"})
 		return "", false
 	}
-	return id, true
+	n, err := strconv.Atoi(num)
+	if err != nil || n < 1 {
+		badRequest(w, []string{"revisionNumber must be a whole number from 1"})
+		return "", false
+	}
+	apiID := chi.URLParam(r, "apiId")
+	revs, err := p.store.ListRevisions(r.Context(), apiID)
+	if err != nil {
+		p.fail(w, r, err)
+		return "", false
+	}
+	for _, rev := range revs {
+		if rev.Number == n {
+			return rev.ID, true
+		}
+	}
+	writeError(w, http.StatusNotFound, "api "+apiID+" has no revision "+num)
+	return "", false
 }
 
 func (p *Portal) deployRevision(w http.ResponseWriter, r *http.Request) {
-	revID, ok := revisionParam(w, r)
+	revID, ok := p.revisionParam(w, r)
 	if !ok {
 		return
 	}
@@ -591,7 +614,7 @@ func (p *Portal) deployRevision(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *Portal) undeployRevision(w http.ResponseWriter, r *http.Request) {
-	revID, ok := revisionParam(w, r)
+	revID, ok := p.revisionParam(w, r)
 	if !ok {
 		return
 	}

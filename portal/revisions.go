@@ -35,7 +35,7 @@ func (p *Portal) deleteRevision(w http.ResponseWriter, r *http.Request) {
 
 // restoreRevision answers the API as it now is (WSO2's APIDTO, 201).
 func (p *Portal) restoreRevision(w http.ResponseWriter, r *http.Request) {
-	revID, ok := revisionParam(w, r)
+	revID, ok := p.revisionParam(w, r)
 	if !ok {
 		return
 	}

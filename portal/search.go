@@ -53,12 +53,13 @@ func parseSearch(q string) ([]searchTerm, error) {
 }
 
 // searchKeys are the query keys API lists and searches take.
-var searchKeys = []string{"name", "version", "provider", "context", "description", "status", "tag", "tags"}
+var searchKeys = []string{"name", "version", "provider", "context", "description", "type", "status", "tag", "tags"}
 
 // apiQuery reads WSO2's query parameter of API lists and searches:
 // status:STATE (any of several), tag:TAG (all of several), name:, version:,
-// provider:, context: and description: (all of several), and bare words,
-// which match the name, context or description.
+// provider:, context:, description: and type: (all of several; every apim
+// API is of type API), and bare words, which match the name, context or
+// description.
 func apiQuery(w http.ResponseWriter, r *http.Request) (store.ListAPIsOptions, bool) {
 	var opts store.ListAPIsOptions
 	terms, err := parseSearch(r.URL.Query().Get("query"))

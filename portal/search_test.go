@@ -49,13 +49,15 @@ func TestSearch(t *testing.T) {
 		`name:"pet" version:"1.0.0"`:                       {"Pet 1.0.0"},
 		`name:"PetStore" version:"1.0.0" provider:"admin"`: {"PetStore 1.0.0"},
 		`name:"PetStore" version:"1.0.0" provider:"bob"`:   nil,
-		`name:pet`:               {"Pet 1.0.0", "PetStore 1.0.0", "PetStore 2.0.0"},
-		`pet`:                    {"Pet 1.0.0", "PetStore 1.0.0", "PetStore 2.0.0", "Weather 1.0.0"},
-		`pet status:published`:   {"PetStore 1.0.0"},
-		`context:/weather`:       {"Weather 1.0.0"},
-		`name:"100%"`:            nil,
-		`name:_`:                 nil,
-		`description:"pet owne"`: nil,
+		`name:"PetStore" version:"1.0.0" type:"API"`:       {"PetStore 1.0.0"},
+		`name:"PetStore" type:"APIProduct"`:                nil,
+		`name:pet`:                                         {"Pet 1.0.0", "PetStore 1.0.0", "PetStore 2.0.0"},
+		`pet`:                                              {"Pet 1.0.0", "PetStore 1.0.0", "PetStore 2.0.0", "Weather 1.0.0"},
+		`pet status:published`:                             {"PetStore 1.0.0"},
+		`context:/weather`:                                 {"Weather 1.0.0"},
+		`name:"100%"`:                                      nil,
+		`name:_`:                                           nil,
+		`description:"pet owne"`:                           nil,
 	} {
 		out := search(pubBase, "viewer-token", q)
 		if got := names(out); !reflect.DeepEqual(got, want) || out.Count != len(want) || out.Pagination.Total != len(want) {

@@ -33,9 +33,11 @@ type APIMatch struct {
 	Exact bool
 }
 
-// APIFields are the fields an APIMatch can name, with their columns.
+// APIFields are the fields an APIMatch can name, with their SQL. WSO2's
+// search type (API, APIProduct, MCP) is always API here.
 var APIFields = map[string]string{
 	"name": "name", "version": "version", "provider": "provider", "context": "context", "description": "description",
+	"type": "'API'",
 }
 
 // where is the WHERE clause of opts and its arguments, numbered from $1.
