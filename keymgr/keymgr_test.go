@@ -559,6 +559,13 @@ func TestEnsureUserAndAuthenticate(t *testing.T) {
 	if err != nil || !slices.Equal(roles, []string{"Internal/creator", "Internal/subscriber", "team-x"}) {
 		t.Errorf("Authenticate = %v, %v", roles, err)
 	}
+	// The devportal's visibility asks for them without a password.
+	if got, err := e.s.UserRoles(ctx, "carol"); err != nil || !slices.Equal(got, roles) {
+		t.Errorf("UserRoles = %v, %v; want %v", got, err, roles)
+	}
+	if got, err := e.s.UserRoles(ctx, "nobody"); err != nil || len(got) != 0 {
+		t.Errorf("UserRoles of an unknown user = %v, %v; want none", got, err)
+	}
 	var hash string
 	if err := shared.QueryRow(ctx, `SELECT password_hash FROM users WHERE name = 'carol'`).Scan(&hash); err != nil || !strings.HasPrefix(hash, "$argon2id$") {
 		t.Errorf("stored hash %q, %v", hash, err)

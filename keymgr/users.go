@@ -144,13 +144,26 @@ func authenticate(ctx context.Context, shared *pgxpool.Pool, lim *hashLimiter, n
 	if !ok {
 		return nil, ErrBadCredentials
 	}
+	if roles, err = userRoles(ctx, shared, name); err != nil {
+		return nil, fmt.Errorf("authenticate %s: %w", name, err)
+	}
+	return roles, nil
+}
+
+// UserRoles returns the roles of a user of this key manager; none for a
+// name it does not know (a client id, a user of an external issuer).
+func (s *Server) UserRoles(ctx context.Context, name string) ([]string, error) {
+	return userRoles(ctx, s.cfg.Shared, name)
+}
+
+func userRoles(ctx context.Context, shared *pgxpool.Pool, name string) ([]string, error) {
 	rows, err := shared.Query(ctx, `SELECT role FROM user_roles WHERE user_name = $1 ORDER BY role`, name)
 	if err != nil {
-		return nil, fmt.Errorf("authenticate %s: roles: %w", name, err)
+		return nil, fmt.Errorf("roles of %s: %w", name, err)
 	}
-	roles, err = pgx.CollectRows(rows, pgx.RowTo[string])
+	roles, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return nil, fmt.Errorf("authenticate %s: roles: %w", name, err)
+		return nil, fmt.Errorf("roles of %s: %w", name, err)
 	}
 	return roles, nil
 }

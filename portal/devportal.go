@@ -3,7 +3,9 @@ package portal
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
+	"slices"
 	"strings"
 
 	"github.com/go-chi/chi/v5"
@@ -32,8 +34,8 @@ func (p *Portal) devportalRoutes(r chi.Router) {
 	r.Get("/openapi.yaml", serveDoc(devportalDoc))
 	r.With(p.authn(true, scopesDevAPIs)).Get("/apis", p.devListAPIs)
 	r.With(p.authn(true, scopesDevAPIs)).Get("/apis/{apiId}", p.devGetAPI)
-	r.With(p.authn(true, scopesDevAPIs)).Get("/search", p.search(DevportalBase, visible)) // search.go
-	p.devPolicyRoutes(r)                                                                  // devpolicies.go
+	r.With(p.authn(true, scopesDevAPIs)).Get("/search", p.search(DevportalBase, true)) // search.go
+	p.devPolicyRoutes(r)                                                               // devpolicies.go
 	r.With(p.authorize(scopesApps...)).Post("/applications", p.createApplication)
 	r.With(p.authorize(scopesApps...)).Get("/applications", p.listApplications)
 	r.With(p.authorize(scopesApps...)).Get("/applications/{applicationId}", p.getApplication)
@@ -95,7 +97,7 @@ func toDevAPIDTO(a *model.API) devAPIDTO {
 }
 
 func (p *Portal) devListAPIs(w http.ResponseWriter, r *http.Request) {
-	writeAPIPage(p, w, r, DevportalBase+"/apis", visible, toDevAPIDTO)
+	writeAPIPage(p, w, r, DevportalBase+"/apis", true, toDevAPIDTO)
 }
 
 func (p *Portal) devGetAPI(w http.ResponseWriter, r *http.Request) {
@@ -105,11 +107,43 @@ func (p *Portal) devGetAPI(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, err)
 		return
 	}
-	if api.Status != model.StatusPublished && api.Status != model.StatusPrototyped {
-		writeError(w, http.StatusNotFound, "api "+id+" does not exist")
+	if !p.shows(w, r, api) {
 		return
 	}
 	writeJSON(w, http.StatusOK, toDevAPIDTO(api))
+}
+
+// shows reports whether the devportal shows the caller api: published or
+// prototyped, and visible to them. It answers 404 when not, as for an API
+// that does not exist.
+func (p *Portal) shows(w http.ResponseWriter, r *http.Request, api *model.API) bool {
+	v, err := p.viewer(r)
+	if err != nil {
+		p.fail(w, r, err)
+		return false
+	}
+	if !slices.Contains(visible, api.Status) || !v.Sees(api) {
+		writeError(w, http.StatusNotFound, "api "+api.ID+" does not exist")
+		return false
+	}
+	return true
+}
+
+// viewer is the caller as the devportal's visibility rules see them.
+func (p *Portal) viewer(r *http.Request) (model.Viewer, error) {
+	pr := principalFrom(r.Context())
+	if pr == nil {
+		return model.Viewer{}, nil
+	}
+	v := model.Viewer{SignedIn: true}
+	if p.roles != nil {
+		roles, err := p.roles.UserRoles(r.Context(), pr.Subject)
+		if err != nil {
+			return v, fmt.Errorf("roles of %s: %w", pr.Subject, err)
+		}
+		v.Roles = roles
+	}
+	return v, nil
 }
 
 // applicationDTO is WSO2's ApplicationDTO (devportal v3): every property
@@ -530,6 +564,15 @@ func (p *Portal) createSubscription(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(problems) > 0 {
 		badRequest(w, problems)
+		return
+	}
+	// An API the caller cannot see cannot be subscribed to either.
+	api, err := p.store.GetAPI(r.Context(), in.APIID)
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	if !p.shows(w, r, api) {
 		return
 	}
 	sub, err := p.store.CreateSubscription(r.Context(), model.Subscription{

@@ -39,6 +39,12 @@ type TokenVerifier interface {
 	VerifyToken(ctx context.Context, raw string) (*model.Principal, error)
 }
 
+// RoleLookup gives a user's roles, which decide the devportal APIs of
+// RESTRICTED visibility they see.
+type RoleLookup interface {
+	UserRoles(ctx context.Context, user string) ([]string, error)
+}
+
 // ClientRegistrar creates and deletes applications' OAuth clients inside the
 // caller's transaction.
 type ClientRegistrar interface {
@@ -62,7 +68,11 @@ type Config struct {
 	// APIKeys issues API keys; when nil, Clients is used if it is an
 	// APIKeyIssuer too (the resident key manager is both), and the API-key
 	// routes answer 501 otherwise.
-	APIKeys      APIKeyIssuer
+	APIKeys APIKeyIssuer
+	// Roles gives users' roles; when nil, Tokens is used if it is a
+	// RoleLookup too (the resident key manager is), and signed-in users
+	// have no roles otherwise.
+	Roles        RoleLookup
 	Logger       zerolog.Logger
 	MaxBodyBytes int64 // default DefaultMaxBodyBytes
 }
@@ -73,6 +83,7 @@ type Portal struct {
 	tokens  TokenVerifier
 	clients ClientRegistrar
 	apiKeys APIKeyIssuer
+	roles   RoleLookup
 	log     zerolog.Logger
 	maxBody int64
 }
@@ -101,8 +112,11 @@ func New(cfg Config) (*Portal, error) {
 	if cfg.APIKeys == nil {
 		cfg.APIKeys, _ = cfg.Clients.(APIKeyIssuer)
 	}
+	if cfg.Roles == nil {
+		cfg.Roles, _ = cfg.Tokens.(RoleLookup)
+	}
 	return &Portal{
-		store: cfg.Store, tokens: cfg.Tokens, clients: cfg.Clients, apiKeys: cfg.APIKeys, log: cfg.Logger,
+		store: cfg.Store, tokens: cfg.Tokens, clients: cfg.Clients, apiKeys: cfg.APIKeys, roles: cfg.Roles, log: cfg.Logger,
 		maxBody: cfg.MaxBodyBytes,
 	}, nil
 }

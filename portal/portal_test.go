@@ -36,6 +36,11 @@ func (f fakeTokens) VerifyToken(_ context.Context, raw string) (*model.Principal
 	return nil, errors.New("unknown token")
 }
 
+// fakeRoles are users' roles.
+type fakeRoles map[string][]string
+
+func (f fakeRoles) UserRoles(_ context.Context, user string) ([]string, error) { return f[user], nil }
+
 // fakeClients registers OAuth clients in the caller's transaction.
 type fakeClients struct{ n int }
 
@@ -101,6 +106,7 @@ func newEnv(t *testing.T, maxBody int64) *env {
 			"viewer-token": {Subject: "viewer", Scopes: []string{"apim:api_view", "apim:tier_view"}},
 		},
 		Clients:      &fakeClients{},
+		Roles:        fakeRoles{"bob": {"partners"}, "eve": {"internal/subscriber"}},
 		Logger:       zerolog.New(logs),
 		MaxBodyBytes: maxBody,
 	})

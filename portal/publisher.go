@@ -31,7 +31,7 @@ var (
 func (p *Portal) publisherRoutes(r chi.Router) {
 	r.Get("/openapi.yaml", serveDoc(publisherDoc))
 	r.With(p.authorize(scopesAPIView...)).Get("/apis", p.listAPIs)
-	r.With(p.authorize(scopesAPIView...)).Get("/search", p.search(PublisherBase, nil)) // search.go
+	r.With(p.authorize(scopesAPIView...)).Get("/search", p.search(PublisherBase, false)) // search.go
 	r.With(p.authorize(scopesAPICreate...)).Post("/apis", p.createAPI)
 	r.With(p.authorize(scopesAPICreate...)).Post("/apis/import-openapi", p.importOpenAPI)
 	r.With(p.authorize(scopesAPIPublish...)).Post("/apis/change-lifecycle", p.changeLifecycle)
@@ -371,7 +371,7 @@ func pagination(base string, limit, offset, total int) *paginationDTO {
 }
 
 func (p *Portal) listAPIs(w http.ResponseWriter, r *http.Request) {
-	writeAPIPage(p, w, r, PublisherBase+"/apis", nil, toAPIDTO)
+	writeAPIPage(p, w, r, PublisherBase+"/apis", false, toAPIDTO)
 }
 
 func (p *Portal) createAPI(w http.ResponseWriter, r *http.Request) {

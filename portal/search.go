@@ -111,9 +111,10 @@ func toSearchResult(a *model.API) searchResultDTO {
 }
 
 // writeAPIPage answers an API list at path: the page and query the
-// request asks, among the APIs in statuses (nil: all), each shown by to.
+// request asks, each API shown by to; in the devportal, among the APIs it
+// shows the caller (published or prototyped, and visible to them).
 func writeAPIPage[T any](p *Portal, w http.ResponseWriter, r *http.Request, path string,
-	statuses []model.LifecycleStatus, to func(*model.API) T,
+	devportal bool, to func(*model.API) T,
 ) {
 	limit, offset, problems := pageParams(r)
 	if len(problems) > 0 {
@@ -124,11 +125,17 @@ func writeAPIPage[T any](p *Portal, w http.ResponseWriter, r *http.Request, path
 	if !ok {
 		return
 	}
-	if statuses != nil {
-		if opts.Statuses = onlyAmong(opts.Statuses, statuses); len(opts.Statuses) == 0 {
+	if devportal {
+		if opts.Statuses = onlyAmong(opts.Statuses, visible); len(opts.Statuses) == 0 {
 			writeJSON(w, http.StatusOK, paged(path, []T{}, limit, offset, 0))
 			return
 		}
+		v, err := p.viewer(r)
+		if err != nil {
+			p.fail(w, r, err)
+			return
+		}
+		opts.Viewer = &v
 	}
 	opts.Limit, opts.Offset = limit, offset
 	apis, total, err := p.store.ListAPIs(r.Context(), opts)
@@ -145,9 +152,9 @@ func writeAPIPage[T any](p *Portal, w http.ResponseWriter, r *http.Request, path
 
 // search is GET /search, WSO2's unified search, over the APIs a list at
 // base would show: apictl finds an API by name and version with it.
-func (p *Portal) search(base string, statuses []model.LifecycleStatus) http.HandlerFunc {
+func (p *Portal) search(base string, devportal bool) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		writeAPIPage(p, w, r, base+"/search", statuses, toSearchResult)
+		writeAPIPage(p, w, r, base+"/search", devportal, toSearchResult)
 	}
 }
 

@@ -198,3 +198,65 @@ func TestPolicySearch(t *testing.T) {
 	}, "weekly")
 	e.rejects(403, func() resp { return e.call("GET", admBase+"/throttling/policies/search", "bob-token", nil) })
 }
+
+// TestDevportalVisibility: anonymous callers see PUBLIC APIs; signed-in
+// ones PRIVATE ones too; RESTRICTED ones only with one of the roles. What
+// the devportal hides cannot be got, found or subscribed to, and the
+// publisher still lists it.
+func TestDevportalVisibility(t *testing.T) {
+	e := newEnv(t, 0)
+	ids := map[string]string{}
+	for _, v := range []struct{ name, visibility string }{{"Open", "PUBLIC"}, {"Members", "PRIVATE"}, {"Partners", "RESTRICTED"}} {
+		body := petstoreBody()
+		body["name"], body["context"], body["visibility"] = v.name, "/"+v.name, v.visibility
+		if v.visibility == "RESTRICTED" {
+			body["visibleRoles"] = []string{"partners"}
+		}
+		var api struct{ ID string }
+		e.must(e.call("POST", pubBase+"/apis", "admin-token", body), 201, &api)
+		e.must(e.call("POST", pubBase+"/apis/change-lifecycle?apiId="+api.ID+"&action=Publish", "admin-token", nil), 200, nil)
+		ids[v.name] = api.ID
+	}
+	seen := func(token string) []string {
+		t.Helper()
+		var out searchOut
+		e.must(e.call("GET", devBase+"/apis", token, nil), 200, &out)
+		var ns []string
+		for _, a := range out.List {
+			ns = append(ns, a.Name)
+		}
+		var found searchOut
+		e.must(e.call("GET", devBase+"/search?query=e", token, nil), 200, &found)
+		if found.Count != len(ns) || out.Pagination.Total != len(ns) {
+			t.Errorf("%q: list %v (total %d), search finds %d", token, ns, out.Pagination.Total, found.Count)
+		}
+		return ns
+	}
+	for token, want := range map[string][]string{
+		"":          {"Open"},
+		"eve-token": {"Members", "Open"},
+		"bob-token": {"Members", "Open", "Partners"},
+	} {
+		if got := seen(token); !reflect.DeepEqual(got, want) {
+			t.Errorf("devportal APIs for %q = %v, want %v", token, got, want)
+		}
+	}
+	e.rejects(404, func() resp { return e.call("GET", devBase+"/apis/"+ids["Members"], "", nil) })
+	e.rejects(404, func() resp { return e.call("GET", devBase+"/apis/"+ids["Partners"], "eve-token", nil) })
+	e.must(e.call("GET", devBase+"/apis/"+ids["Partners"], "bob-token", nil), 200, nil)
+
+	var app struct{ ApplicationID string }
+	e.must(e.call("POST", devBase+"/applications", "eve-token", `{"name":"eves","throttlingPolicy":"Unlimited"}`), 201, &app)
+	e.rejects(404, func() resp {
+		return e.call("POST", devBase+"/subscriptions", "eve-token",
+			map[string]any{"applicationId": app.ApplicationID, "apiId": ids["Partners"], "throttlingPolicy": "Gold"})
+	})
+	e.must(e.call("POST", devBase+"/subscriptions", "eve-token",
+		map[string]any{"applicationId": app.ApplicationID, "apiId": ids["Members"], "throttlingPolicy": "Gold"}), 201, nil)
+
+	var pub searchOut
+	e.must(e.call("GET", pubBase+"/apis", "viewer-token", nil), 200, &pub)
+	if pub.Count != 3 {
+		t.Errorf("the publisher lists %d APIs, want all 3", pub.Count)
+	}
+}

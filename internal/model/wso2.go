@@ -2,6 +2,7 @@ package model
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -31,6 +32,27 @@ const (
 	VisibilityPrivate    = "PRIVATE"
 	VisibilityRestricted = "RESTRICTED"
 )
+
+// Viewer is who looks at the devportal: the APIs they may see are the
+// PUBLIC ones and, once signed in, the PRIVATE ones (WSO2's "visible to my
+// domain") and the RESTRICTED ones visible to one of their roles.
+type Viewer struct {
+	SignedIn bool
+	Roles    []string
+}
+
+// Sees reports whether v may see a in the devportal.
+func (v Viewer) Sees(a *API) bool {
+	switch a.Visibility {
+	case "", VisibilityPublic:
+		return true
+	case VisibilityPrivate:
+		return v.SignedIn
+	case VisibilityRestricted:
+		return v.SignedIn && slices.ContainsFunc(a.VisibleRoles, func(r string) bool { return slices.Contains(v.Roles, r) })
+	}
+	return false
+}
 
 // BusinessInformation is WSO2's APIBusinessInformationDTO.
 type BusinessInformation struct {

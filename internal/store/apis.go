@@ -20,6 +20,8 @@ type ListAPIsOptions struct {
 	Statuses []model.LifecycleStatus // only these states; empty means all
 	Tags     []string                // only APIs with all of these tags
 	Matches  []APIMatch              // only APIs matching all of these
+	// Viewer, when set, keeps only the APIs it sees (model.Viewer.Sees).
+	Viewer *model.Viewer
 }
 
 // APIMatch is one term of an API search.
@@ -64,6 +66,12 @@ func (opts ListAPIsOptions) where() (string, []any) {
 			}
 		}
 		clauses = append(clauses, "("+strings.Join(ors, " OR ")+")")
+	}
+	if v := opts.Viewer; v != nil {
+		args = append(args, v.SignedIn, nonNil(v.Roles))
+		n := len(args)
+		clauses = append(clauses, fmt.Sprintf(`(visibility IN ('', 'PUBLIC') OR ($%d AND (visibility = 'PRIVATE'
+			OR (visibility = 'RESTRICTED' AND visible_roles && $%d::text[]))))`, n-1, n))
 	}
 	return "WHERE " + strings.Join(clauses, " AND "), args
 }
