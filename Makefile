@@ -7,13 +7,14 @@ BIN := bin/apim
 # private PostgreSQL and Kafka (embedded and Apache); e2e runs real Envoy in
 # front of the real binary.
 UNIT_PKGS := ./internal/config/... ./internal/model/... ./internal/certs/... ./internal/app/... ./internal/ops/... \
-	./internal/gwstate/... ./internal/jwks/... ./internal/runner/... ./xds/... ./envoy/... ./authz/... ./ratelimit/...
+	./internal/gwstate/... ./internal/jwks/... ./internal/runner/... ./xds/... ./envoy/... ./authz/... ./ratelimit/... \
+	./scripts/...
 INTEGRATION_PKGS := ./internal/pgcluster/... ./internal/pgtest/... ./internal/migrate/... \
 	./internal/events/... ./internal/kafkatest/... ./internal/store/... ./keymgr/... ./portal/... ./trafficmgr/... \
 	./internal/hydratest/...
 E2E_PKGS := ./e2e/...
 
-.PHONY: all build run test test-unit test-integration test-e2e deps envoy kafka-jars hydra lint bench bench-e2e bench-load clean
+.PHONY: all build run test test-unit test-integration test-e2e deps envoy kafka-jars hydra lint bench bench-e2e bench-load wso2-coverage clean
 
 all: build
 
@@ -59,6 +60,13 @@ bench-e2e: deps envoy
 # About 3.5 minutes a mode; not part of `make test`.
 bench-load: deps envoy
 	$(GO) test -run '^$$' -bench '^BenchmarkLoad$$' -benchtime 1x -timeout 30m -v ./e2e/
+
+# How many of WSO2 API-M's REST operations apim serves (docs/wso2-compatibility.md).
+# WSO2's definitions are not in this repository: WSO2_DEFS is a directory with
+# their publisher-api.yaml, devportal-api.yaml and admin-api.yaml.
+wso2-coverage:
+	@test -n "$(WSO2_DEFS)" || { echo "make wso2-coverage WSO2_DEFS=DIR (WSO2's publisher-api.yaml, devportal-api.yaml, admin-api.yaml)"; exit 2; }
+	$(GO) run ./scripts/wso2coverage -wso2 $(WSO2_DEFS) -missing
 
 lint:
 	$(GO) run github.com/golangci/golangci-lint/v2/cmd/golangci-lint@v2.15.0 run ./...
