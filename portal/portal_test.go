@@ -617,6 +617,7 @@ func TestEveryEndpointRejectsBadBodies(t *testing.T) {
 				trailing = `[] []`
 			}
 			e.rejects(400, func() resp { return e.call(ep.method, ep.path, ep.token, trailing) }, "after the JSON value")
+			e.rejects(400, func() resp { return e.call(ep.method, ep.path, ep.token, `{"x":1,"x":2}`) }, `duplicate field "x"`)
 			e.rejects(400, func() resp { return e.call(ep.method, ep.path, ep.token, `"text"`) }, "body must be")
 			e.rejects(415, func() resp { return e.do(ep.method, ep.path, ep.token, "text/plain", strings.NewReader(`{}`)) }, "application/json")
 			if ep.valid != nil { // a NUL in a string PostgreSQL cannot store: 400, not 500

@@ -3,6 +3,7 @@ package portal_test
 import (
 	"net/url"
 	"reflect"
+	"strings"
 	"testing"
 )
 
@@ -259,4 +260,41 @@ func TestDevportalVisibility(t *testing.T) {
 	if pub.Count != 3 {
 		t.Errorf("the publisher lists %d APIs, want all 3", pub.Count)
 	}
+}
+
+// TestNameRules: names, versions, contexts and descriptions follow WSO2's
+// length limits and characters; control and bidirectional-override
+// characters are refused, with the field named, and nothing is stored.
+func TestNameRules(t *testing.T) {
+	e := newEnv(t, 0)
+	for field, value := range map[string]string{
+		"name":        strings.Repeat("n", 61),
+		"version":     "1.0\u001e",
+		"context":     "/pets\u202e",
+		"description": "ok\u0000",
+	} {
+		body := petstoreBody()
+		body[field] = value
+		e.rejects(400, func() resp { return e.call("POST", pubBase+"/apis", "admin-token", body) }, field)
+	}
+	for _, name := range []string{"Pet\u202eerotS", "Pet<script>", "Pets/Dogs"} {
+		body := petstoreBody()
+		body["name"] = name
+		e.rejects(400, func() resp { return e.call("POST", pubBase+"/apis", "admin-token", body) }, "name")
+	}
+	e.rejects(400, func() resp {
+		return e.call("POST", devBase+"/applications", "bob-token", map[string]any{"name": strings.Repeat("a", 101), "throttlingPolicy": "Unlimited"})
+	}, "at most 100 characters")
+	e.rejects(400, func() resp {
+		return e.call("POST", devBase+"/applications", "bob-token", map[string]any{"name": "app\u200f", "throttlingPolicy": "Unlimited"})
+	}, "bidirectional")
+	var list searchOut
+	e.must(e.call("GET", pubBase+"/apis", "viewer-token", nil), 200, &list)
+	if list.Count != 0 {
+		t.Errorf("refused bodies stored %d APIs", list.Count)
+	}
+	// WSO2's own kinds of names still pass, multi-line descriptions too.
+	body := petstoreBody()
+	body["name"], body["version"], body["description"] = "Pet Store-v2_β", "v2.1.0-rc.1", "Line one.\nLine two.\tTabbed."
+	e.must(e.call("POST", pubBase+"/apis", "admin-token", body), 201, nil)
 }

@@ -6,7 +6,6 @@ import (
 	"regexp"
 	"slices"
 	"strings"
-	"unicode"
 )
 
 // Environment is a gateway environment: the Envoys of one environment share
@@ -68,11 +67,11 @@ func (e *Environment) Validate() error {
 		field("name", fmt.Errorf("%w: letters, digits, _ . - only, at most 255, starting with a letter or digit", ErrInvalid))
 	}
 	for name, v := range map[string]string{"displayName": e.DisplayName, "provider": e.Provider} {
-		if err := plainText(v, 255); err != nil {
+		if err := CheckText(v, 255); err != nil {
 			field(name, err)
 		}
 	}
-	if err := plainText(e.Description, 1024); err != nil {
+	if err := CheckText(e.Description, 1024); err != nil {
 		field("description", err)
 	}
 	if e.Type != "" && !slices.Contains(environmentTypes, e.Type) {
@@ -91,7 +90,7 @@ func (e *Environment) Validate() error {
 		} else if err := ValidateVHost(v.Host); err != nil || len(v.Host) > 255 {
 			field(p+"host", fmt.Errorf("%w: a host name without port, at most 255", ErrInvalid))
 		}
-		if v.HTTPContext != "" && (!strings.HasPrefix(v.HTTPContext, "/") || plainText(v.HTTPContext, 255) != nil || strings.ContainsAny(v.HTTPContext, " ?#")) {
+		if v.HTTPContext != "" && (!strings.HasPrefix(v.HTTPContext, "/") || CheckText(v.HTTPContext, 255) != nil || strings.ContainsAny(v.HTTPContext, " ?#")) {
 			field(p+"httpContext", fmt.Errorf("%w: a path starting with /", ErrInvalid))
 		}
 		for name, port := range map[string]int{
@@ -104,25 +103,12 @@ func (e *Environment) Validate() error {
 		}
 	}
 	for i, kv := range e.AdditionalProperties {
-		if kv.Key == "" || plainText(kv.Key, 255) != nil {
+		if kv.Key == "" || CheckText(kv.Key, 255) != nil {
 			field(fmt.Sprintf("additionalProperties[%d].key", i), fmt.Errorf("%w: 1 to 255 characters", ErrInvalid))
 		}
-		if err := plainText(kv.Value, 1024); err != nil {
+		if err := CheckText(kv.Value, 1024); err != nil {
 			field(fmt.Sprintf("additionalProperties[%d].value", i), err)
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// plainText refuses a value longer than max characters or holding control
-// or bidirectional-override characters (which make a name display as
-// something else).
-func plainText(v string, max int) error {
-	if n := len([]rune(v)); n > max {
-		return fmt.Errorf("%w: at most %d characters, got %d", ErrInvalid, max, n)
-	}
-	if strings.ContainsFunc(v, func(r rune) bool { return unicode.IsControl(r) || unicode.Is(unicode.Bidi_Control, r) }) {
-		return fmt.Errorf("%w: control and bidirectional-override characters are not allowed", ErrInvalid)
-	}
-	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode"
 )
 
 // Sentinel validation errors; Validate joins them with the offending field.
@@ -233,17 +234,31 @@ func (a *API) Validate() error {
 	field := func(name string, err error) { errs = append(errs, fmt.Errorf("%s %w", name, err)) }
 	if strings.TrimSpace(a.Name) == "" {
 		field("name", ErrRequired)
+	} else if err := CheckName(a.Name, MaxAPINameLength); err != nil {
+		field("name", err)
 	}
-	if a.Version == "" {
+	switch {
+	case a.Version == "":
 		field("version", ErrRequired)
-	} else if strings.ContainsAny(a.Version, "/ {}?#") {
-		field("version", ErrInvalid)
+	case strings.ContainsFunc(a.Version, unicode.IsSpace):
+		field("version", fmt.Errorf("%w: spaces are not allowed", ErrInvalid))
+	default:
+		if err := CheckName(a.Version, MaxVersionLength); err != nil {
+			field("version", err)
+		}
 	}
 	switch {
 	case a.Context == "":
 		field("context", ErrRequired)
 	case !strings.HasPrefix(a.Context, "/") || strings.ContainsAny(a.Context, " {}?#") || strings.Contains(a.Context, "//") || a.Context == "/":
 		field("context", ErrInvalid)
+	default:
+		if err := CheckText(a.Context, MaxContextLength); err != nil {
+			field("context", err)
+		}
+	}
+	if err := CheckProse(a.Description, MaxDescriptionLength); err != nil {
+		field("description", err)
 	}
 	if a.Production == nil && a.Sandbox == nil {
 		field("endpointConfig", ErrRequired)

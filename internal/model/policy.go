@@ -226,6 +226,14 @@ func (p *Policy) Validate() error {
 		field("policyName", ErrRequired)
 	} else if strings.ContainsAny(p.Name, "/:?#% \t") {
 		field("policyName", fmt.Errorf("%w: must not contain / : ? # %% or spaces", ErrInvalid))
+	} else if err := CheckName(p.Name, MaxPolicyNameLength); err != nil {
+		field("policyName", err)
+	}
+	if err := CheckText(p.DisplayName, 512); err != nil {
+		field("displayName", err)
+	}
+	if err := CheckProse(p.Description, 1024); err != nil {
+		field("description", err)
 	}
 	switch p.Level {
 	case LevelSubscription, LevelApplication, LevelAPI, LevelCustom:

@@ -55,6 +55,11 @@ func checkApplication(app *Application) error {
 	var errs []string
 	if strings.TrimSpace(app.Name) == "" {
 		errs = append(errs, "name is required")
+	} else if err := model.CheckText(app.Name, model.MaxAppNameLength); err != nil {
+		errs = append(errs, "name "+err.Error())
+	}
+	if err := model.CheckProse(app.Description, model.MaxDescriptionLength); err != nil {
+		errs = append(errs, "description "+err.Error())
 	}
 	if app.Owner == "" {
 		errs = append(errs, "owner is required")
