@@ -85,42 +85,46 @@ func likeEscaped(arg string) string {
 // CreateAPI stores a new API and appends its api event. An empty ID gets a
 // fresh UUID, an empty status CREATED.
 func (s *Store) CreateAPI(ctx context.Context, api model.API) (*model.API, error) {
+	err := s.inTx(ctx, func(tx pgx.Tx) error { return createAPI(ctx, tx, &api) })
+	if err != nil {
+		return nil, fmt.Errorf("create api %s %s: %w", api.Name, api.Version, err)
+	}
+	return &api, nil
+}
+
+// createAPI is CreateAPI inside tx; it fills in api's ID, status,
+// generation and times.
+func createAPI(ctx context.Context, tx pgx.Tx, api *model.API) error {
 	if api.ID == "" {
 		api.ID = newID()
 	}
 	if api.Status == "" {
 		api.Status = model.StatusCreated
 	}
-	if err := checkAPI(&api); err != nil {
-		return nil, err
+	if err := checkAPI(api); err != nil {
+		return err
 	}
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		if err := checkAPIPolicies(ctx, tx, &api); err != nil {
-			return err
-		}
-		err := tx.QueryRow(ctx, `
-			INSERT INTO apis (id, name, description, context, version, provider, lifecycle_status, policies, security_scheme, cors,
-				api_throttling_policy, enable_backend_jwt, tags, visibility, visible_roles, transport, is_default_version,
-				business_information, additional_properties, scopes, wso2_extra)
-			VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
-			RETURNING generation, created_at, updated_at`,
-			api.ID, api.Name, api.Description, api.Context, api.Version, api.Provider, string(api.Status), nonNil(api.Policies),
-			nonNil(api.SecurityScheme), api.CORS, api.APIThrottlingPolicy, api.EnableBackendJWT,
-			nonNil(api.Tags), api.Visibility, nonNil(api.VisibleRoles), nonNil(api.Transport), api.IsDefaultVersion,
-			api.BusinessInformation, nonNilSlice(api.AdditionalProperties), nonNilSlice(api.Scopes), extraObject(api.Extra),
-		).Scan(&api.Generation, &api.CreatedAt, &api.UpdatedAt)
-		if err != nil {
-			return apiWriteError(&api, err)
-		}
-		if err := writeAPIChildren(ctx, tx, &api); err != nil {
-			return err
-		}
-		return emit(ctx, tx, events.KindAPI, events.OpUpsert, api.ID, "", api.Generation, api)
-	})
+	if err := checkAPIPolicies(ctx, tx, api); err != nil {
+		return err
+	}
+	err := tx.QueryRow(ctx, `
+		INSERT INTO apis (id, name, description, context, version, provider, lifecycle_status, policies, security_scheme, cors,
+			api_throttling_policy, enable_backend_jwt, tags, visibility, visible_roles, transport, is_default_version,
+			business_information, additional_properties, scopes, wso2_extra)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21)
+		RETURNING generation, created_at, updated_at`,
+		api.ID, api.Name, api.Description, api.Context, api.Version, api.Provider, string(api.Status), nonNil(api.Policies),
+		nonNil(api.SecurityScheme), api.CORS, api.APIThrottlingPolicy, api.EnableBackendJWT,
+		nonNil(api.Tags), api.Visibility, nonNil(api.VisibleRoles), nonNil(api.Transport), api.IsDefaultVersion,
+		api.BusinessInformation, nonNilSlice(api.AdditionalProperties), nonNilSlice(api.Scopes), extraObject(api.Extra),
+	).Scan(&api.Generation, &api.CreatedAt, &api.UpdatedAt)
 	if err != nil {
-		return nil, fmt.Errorf("create api %s %s: %w", api.Name, api.Version, err)
+		return apiWriteError(api, err)
 	}
-	return &api, nil
+	if err := writeAPIChildren(ctx, tx, api); err != nil {
+		return err
+	}
+	return emit(ctx, tx, events.KindAPI, events.OpUpsert, api.ID, "", api.Generation, *api)
 }
 
 // UpdateAPI replaces the definition of an existing API (not its provider nor
@@ -129,54 +133,56 @@ func (s *Store) UpdateAPI(ctx context.Context, api model.API) (*model.API, error
 	if !validID(api.ID) {
 		return nil, notFound("api %q does not exist", api.ID)
 	}
-	var out *model.API
-	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		var status, provider string
-		err := tx.QueryRow(ctx, `SELECT lifecycle_status, provider FROM apis WHERE id = $1 FOR UPDATE`, api.ID).Scan(&status, &provider)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return notFound("api %s does not exist", api.ID)
-		}
-		if err != nil {
-			return fmt.Errorf("lock api: %w", err)
-		}
-		api.Status, api.Provider = model.LifecycleStatus(status), provider
-		if err := checkAPI(&api); err != nil {
-			return err
-		}
-		if err := checkAPIPolicies(ctx, tx, &api); err != nil {
-			return err
-		}
-		err = tx.QueryRow(ctx, `
-			UPDATE apis SET name = $2, description = $3, context = $4, version = $5, policies = $6,
-				security_scheme = $7, cors = $8, api_throttling_policy = $9, enable_backend_jwt = $10,
-				tags = $11, visibility = $12, visible_roles = $13, transport = $14, is_default_version = $15,
-				business_information = $16, additional_properties = $17, scopes = $18, wso2_extra = $19,
-				generation = nextval('generation_seq'), updated_at = now()
-			WHERE id = $1 RETURNING generation, created_at, updated_at`,
-			api.ID, api.Name, api.Description, api.Context, api.Version, nonNil(api.Policies),
-			nonNil(api.SecurityScheme), api.CORS, api.APIThrottlingPolicy, api.EnableBackendJWT,
-			nonNil(api.Tags), api.Visibility, nonNil(api.VisibleRoles), nonNil(api.Transport), api.IsDefaultVersion,
-			api.BusinessInformation, nonNilSlice(api.AdditionalProperties), nonNilSlice(api.Scopes), extraObject(api.Extra),
-		).Scan(&api.Generation, &api.CreatedAt, &api.UpdatedAt)
-		if err != nil {
-			return apiWriteError(&api, err)
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM api_endpoints WHERE api_id = $1`, api.ID); err != nil {
-			return fmt.Errorf("clear endpoints: %w", err)
-		}
-		if _, err := tx.Exec(ctx, `DELETE FROM api_resources WHERE api_id = $1`, api.ID); err != nil {
-			return fmt.Errorf("clear resources: %w", err)
-		}
-		if err := writeAPIChildren(ctx, tx, &api); err != nil {
-			return err
-		}
-		out = &api
-		return emit(ctx, tx, events.KindAPI, events.OpUpsert, api.ID, "", api.Generation, api)
-	})
+	err := s.inTx(ctx, func(tx pgx.Tx) error { return updateAPI(ctx, tx, &api) })
 	if err != nil {
 		return nil, fmt.Errorf("update api %s: %w", api.ID, err)
 	}
-	return out, nil
+	return &api, nil
+}
+
+// updateAPI is UpdateAPI inside tx; it fills in api's provider, status,
+// generation and times.
+func updateAPI(ctx context.Context, tx pgx.Tx, api *model.API) error {
+	var status, provider string
+	err := tx.QueryRow(ctx, `SELECT lifecycle_status, provider FROM apis WHERE id = $1 FOR UPDATE`, api.ID).Scan(&status, &provider)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return notFound("api %s does not exist", api.ID)
+	}
+	if err != nil {
+		return fmt.Errorf("lock api: %w", err)
+	}
+	api.Status, api.Provider = model.LifecycleStatus(status), provider
+	if err := checkAPI(api); err != nil {
+		return err
+	}
+	if err := checkAPIPolicies(ctx, tx, api); err != nil {
+		return err
+	}
+	err = tx.QueryRow(ctx, `
+		UPDATE apis SET name = $2, description = $3, context = $4, version = $5, policies = $6,
+			security_scheme = $7, cors = $8, api_throttling_policy = $9, enable_backend_jwt = $10,
+			tags = $11, visibility = $12, visible_roles = $13, transport = $14, is_default_version = $15,
+			business_information = $16, additional_properties = $17, scopes = $18, wso2_extra = $19,
+			generation = nextval('generation_seq'), updated_at = now()
+		WHERE id = $1 RETURNING generation, created_at, updated_at`,
+		api.ID, api.Name, api.Description, api.Context, api.Version, nonNil(api.Policies),
+		nonNil(api.SecurityScheme), api.CORS, api.APIThrottlingPolicy, api.EnableBackendJWT,
+		nonNil(api.Tags), api.Visibility, nonNil(api.VisibleRoles), nonNil(api.Transport), api.IsDefaultVersion,
+		api.BusinessInformation, nonNilSlice(api.AdditionalProperties), nonNilSlice(api.Scopes), extraObject(api.Extra),
+	).Scan(&api.Generation, &api.CreatedAt, &api.UpdatedAt)
+	if err != nil {
+		return apiWriteError(api, err)
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM api_endpoints WHERE api_id = $1`, api.ID); err != nil {
+		return fmt.Errorf("clear endpoints: %w", err)
+	}
+	if _, err := tx.Exec(ctx, `DELETE FROM api_resources WHERE api_id = $1`, api.ID); err != nil {
+		return fmt.Errorf("clear resources: %w", err)
+	}
+	if err := writeAPIChildren(ctx, tx, api); err != nil {
+		return err
+	}
+	return emit(ctx, tx, events.KindAPI, events.OpUpsert, api.ID, "", api.Generation, *api)
 }
 
 // DeleteAPI removes an API with its revisions and deployments, appending a

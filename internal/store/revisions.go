@@ -51,29 +51,40 @@ type DeploymentInfo struct {
 func (s *Store) CreateRevision(ctx context.Context, apiID, description string) (*Revision, error) {
 	var rev *Revision
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		api, err := getAPI(ctx, tx, apiID, true)
-		if err != nil {
-			return err
-		}
-		var count, max int
-		if err := tx.QueryRow(ctx, `SELECT count(*), coalesce(max(number), 0) FROM api_revisions WHERE api_id = $1`, apiID).Scan(&count, &max); err != nil {
-			return fmt.Errorf("count revisions: %w", err)
-		}
-		if count >= MaxRevisions {
-			return conflict("api %s already has the maximum of %d revisions; delete one first", apiID, MaxRevisions)
-		}
-		def, err := json.Marshal(api)
-		if err != nil {
-			return fmt.Errorf("encode definition: %w", err)
-		}
-		rev = &Revision{ID: newID(), APIID: apiID, Number: max + 1, Description: description, API: *api}
-		return tx.QueryRow(ctx, `
-			INSERT INTO api_revisions (id, api_id, number, description, definition)
-			VALUES ($1, $2, $3, $4, $5) RETURNING created_at`,
-			rev.ID, apiID, rev.Number, description, def).Scan(&rev.CreatedAt)
+		var err error
+		rev, err = createRevision(ctx, tx, apiID, description)
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("create revision of api %s: %w", apiID, err)
+	}
+	return rev, nil
+}
+
+// createRevision is CreateRevision inside tx.
+func createRevision(ctx context.Context, tx pgx.Tx, apiID, description string) (*Revision, error) {
+	api, err := getAPI(ctx, tx, apiID, true)
+	if err != nil {
+		return nil, err
+	}
+	var count, max int
+	if err := tx.QueryRow(ctx, `SELECT count(*), coalesce(max(number), 0) FROM api_revisions WHERE api_id = $1`, apiID).Scan(&count, &max); err != nil {
+		return nil, fmt.Errorf("count revisions: %w", err)
+	}
+	if count >= MaxRevisions {
+		return nil, conflict("api %s already has the maximum of %d revisions; delete one first", apiID, MaxRevisions)
+	}
+	def, err := json.Marshal(api)
+	if err != nil {
+		return nil, fmt.Errorf("encode definition: %w", err)
+	}
+	rev := &Revision{ID: newID(), APIID: apiID, Number: max + 1, Description: description, API: *api}
+	err = tx.QueryRow(ctx, `
+		INSERT INTO api_revisions (id, api_id, number, description, definition)
+		VALUES ($1, $2, $3, $4, $5) RETURNING created_at`,
+		rev.ID, apiID, rev.Number, description, def).Scan(&rev.CreatedAt)
+	if err != nil {
+		return nil, fmt.Errorf("write revision: %w", err)
 	}
 	return rev, nil
 }
@@ -172,49 +183,10 @@ func (s *Store) Deploy(ctx context.Context, apiID, revisionID string, targets []
 	}
 	var out []DeploymentInfo
 	err := s.inTx(ctx, func(tx pgx.Tx) error {
-		current, err := getAPI(ctx, tx, apiID, true)
-		if err != nil {
+		if err := deploy(ctx, tx, apiID, revisionID, targets); err != nil {
 			return err
 		}
-		def, err := revisionOf(ctx, tx, apiID, revisionID)
-		if err != nil {
-			return err
-		}
-		def.Status = current.Status // the lifecycle is the API's, not the revision's
-		for _, t := range targets {
-			if err := model.ValidateVHost(t.VHost); err != nil {
-				return invalid("vhost of environment %q %v", t.Name, err)
-			}
-			var defaultVHost string
-			err := tx.QueryRow(ctx, `SELECT vhost FROM gateway_environments WHERE name = $1`, t.Name).Scan(&defaultVHost)
-			if errors.Is(err, pgx.ErrNoRows) {
-				return invalid("gateway environment %q does not exist", t.Name)
-			}
-			if err != nil {
-				return fmt.Errorf("load environment %s: %w", t.Name, err)
-			}
-			vhost := t.VHost
-			if vhost == "" {
-				vhost = defaultVHost
-			}
-			d := model.Deployment{APIID: apiID, RevisionID: revisionID, Environment: t.Name, VHost: vhost, API: *def}
-			var gen int64
-			err = tx.QueryRow(ctx, `
-				INSERT INTO api_deployments (api_id, environment, revision_id, vhost, display_on_devportal)
-				VALUES ($1, $2, $3, $4, $5)
-				ON CONFLICT (api_id, environment) DO UPDATE SET revision_id = EXCLUDED.revision_id,
-					vhost = EXCLUDED.vhost, display_on_devportal = EXCLUDED.display_on_devportal,
-					generation = nextval('generation_seq'), deployed_at = now()
-				RETURNING generation, deployed_at`,
-				apiID, t.Name, revisionID, vhost, t.DisplayOnDevportal).Scan(&gen, &d.DeployedAt)
-			if err != nil {
-				return fmt.Errorf("write deployment to %s: %w", t.Name, err)
-			}
-			d.API.Generation = gen
-			if err := emit(ctx, tx, events.KindDeployment, events.OpUpsert, apiID, t.Name, gen, d); err != nil {
-				return err
-			}
-		}
+		var err error
 		out, err = listDeployments(ctx, tx, apiID)
 		return err
 	})
@@ -222,6 +194,54 @@ func (s *Store) Deploy(ctx context.Context, apiID, revisionID string, targets []
 		return nil, fmt.Errorf("deploy revision %s of api %s: %w", revisionID, apiID, err)
 	}
 	return out, nil
+}
+
+// deploy is Deploy inside tx, without the listing.
+func deploy(ctx context.Context, tx pgx.Tx, apiID, revisionID string, targets []EnvTarget) error {
+	current, err := getAPI(ctx, tx, apiID, true)
+	if err != nil {
+		return err
+	}
+	def, err := revisionOf(ctx, tx, apiID, revisionID)
+	if err != nil {
+		return err
+	}
+	def.Status = current.Status // the lifecycle is the API's, not the revision's
+	for _, t := range targets {
+		if err := model.ValidateVHost(t.VHost); err != nil {
+			return invalid("vhost of environment %q %v", t.Name, err)
+		}
+		var defaultVHost string
+		err := tx.QueryRow(ctx, `SELECT vhost FROM gateway_environments WHERE name = $1`, t.Name).Scan(&defaultVHost)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return invalid("gateway environment %q does not exist", t.Name)
+		}
+		if err != nil {
+			return fmt.Errorf("load environment %s: %w", t.Name, err)
+		}
+		vhost := t.VHost
+		if vhost == "" {
+			vhost = defaultVHost
+		}
+		d := model.Deployment{APIID: apiID, RevisionID: revisionID, Environment: t.Name, VHost: vhost, API: *def}
+		var gen int64
+		err = tx.QueryRow(ctx, `
+			INSERT INTO api_deployments (api_id, environment, revision_id, vhost, display_on_devportal)
+			VALUES ($1, $2, $3, $4, $5)
+			ON CONFLICT (api_id, environment) DO UPDATE SET revision_id = EXCLUDED.revision_id,
+				vhost = EXCLUDED.vhost, display_on_devportal = EXCLUDED.display_on_devportal,
+				generation = nextval('generation_seq'), deployed_at = now()
+			RETURNING generation, deployed_at`,
+			apiID, t.Name, revisionID, vhost, t.DisplayOnDevportal).Scan(&gen, &d.DeployedAt)
+		if err != nil {
+			return fmt.Errorf("write deployment to %s: %w", t.Name, err)
+		}
+		d.API.Generation = gen
+		if err := emit(ctx, tx, events.KindDeployment, events.OpUpsert, apiID, t.Name, gen, d); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Undeploy removes a revision of an API from the named environments (all
