@@ -21,24 +21,34 @@ import (
 // before spilling to temporary files.
 const maxMultipartMemory = 8 << 20
 
-func (p *Portal) importOpenAPI(w http.ResponseWriter, r *http.Request) {
+// parseMultipart parses a multipart/form-data body, the whole body, file
+// parts included, capped at the portal's body limit. On failure it writes
+// the error response; on success the caller calls cleanup when done.
+func (p *Portal) parseMultipart(w http.ResponseWriter, r *http.Request) (cleanup func(), ok bool) {
 	if !isMediaType(r, "multipart/form-data") {
 		writeError(w, http.StatusUnsupportedMediaType, "Content-Type must be multipart/form-data with a file part")
-		return
+		return nil, false
 	}
-	// The whole body, file parts included, is capped at the portal's body
-	// limit; past it, parsing fails with a MaxBytesError (413 below).
+	// Past the limit, parsing fails with a MaxBytesError (413 below).
 	r.Body = http.MaxBytesReader(w, r.Body, p.maxBody)
 	if err := r.ParseMultipartForm(maxMultipartMemory); err != nil { //nolint:gosec // G120: bounded by MaxBytesReader above, which gosec's taint rule does not see
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			writeError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("request body is larger than %d bytes", tooBig.Limit))
-			return
+			return nil, false
 		}
 		badRequest(w, []string{"malformed multipart body: " + err.Error()})
+		return nil, false
+	}
+	return func() { _ = r.MultipartForm.RemoveAll() }, true
+}
+
+func (p *Portal) importOpenAPI(w http.ResponseWriter, r *http.Request) {
+	cleanup, ok := p.parseMultipart(w, r)
+	if !ok {
 		return
 	}
-	defer func() { _ = r.MultipartForm.RemoveAll() }()
+	defer cleanup()
 	var problems []string
 	file, _, err := r.FormFile("file")
 	if err != nil {

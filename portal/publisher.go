@@ -34,6 +34,7 @@ func (p *Portal) publisherRoutes(r chi.Router) {
 	r.With(p.authorize(scopesAPIView...)).Get("/search", p.search(PublisherBase, false)) // search.go
 	r.With(p.authorize(scopesAPICreate...)).Post("/apis", p.createAPI)
 	r.With(p.authorize(scopesAPICreate...)).Post("/apis/import-openapi", p.importOpenAPI)
+	p.projectRoutes(r) // project.go: /apis/export and /apis/import
 	r.With(p.authorize(scopesAPIPublish...)).Post("/apis/change-lifecycle", p.changeLifecycle)
 	r.With(p.authorize(scopesAPIView...)).Get("/apis/{apiId}", p.getAPI)
 	r.With(p.authorize(scopesAPICreate...)).Put("/apis/{apiId}", p.updateAPI)
