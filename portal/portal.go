@@ -77,6 +77,8 @@ type Config struct {
 	Roles        RoleLookup
 	Logger       zerolog.Logger
 	MaxBodyBytes int64 // default DefaultMaxBodyBytes
+	// EndpointDeny are the destinations an API's endpoints may not point at.
+	EndpointDeny model.EndpointDeny
 }
 
 // Portal is the REST API server of the control plane.
@@ -87,7 +89,9 @@ type Portal struct {
 	apiKeys APIKeyIssuer
 	roles   RoleLookup
 	log     zerolog.Logger
-	maxBody int64
+	// endpointDeny refuses endpoints at denied destinations.
+	endpointDeny model.EndpointDeny
+	maxBody      int64
 }
 
 // New checks cfg and returns a Portal.
@@ -118,7 +122,7 @@ func New(cfg Config) (*Portal, error) {
 		cfg.Roles, _ = cfg.Tokens.(RoleLookup)
 	}
 	return &Portal{
-		store: cfg.Store, tokens: cfg.Tokens, clients: cfg.Clients, apiKeys: cfg.APIKeys, roles: cfg.Roles, log: cfg.Logger,
+		store: cfg.Store, tokens: cfg.Tokens, clients: cfg.Clients, apiKeys: cfg.APIKeys, roles: cfg.Roles, log: cfg.Logger, endpointDeny: cfg.EndpointDeny,
 		maxBody: cfg.MaxBodyBytes,
 	}, nil
 }

@@ -107,6 +107,7 @@ func newEnv(t *testing.T, maxBody int64) *env {
 		},
 		Clients:      &fakeClients{},
 		Roles:        fakeRoles{"bob": {"partners"}, "eve": {"internal/subscriber"}},
+		EndpointDeny: model.DefaultEndpointDeny(9901),
 		Logger:       zerolog.New(logs),
 		MaxBodyBytes: maxBody,
 	})

@@ -364,7 +364,7 @@ func (p *Portal) importAPI(w http.ResponseWriter, r *http.Request) {
 		perr.write(w)
 		return
 	}
-	api, problems := in.toModel()
+	api, problems := p.apiModel(&in)
 	if in.LifeCycleStatus != "" {
 		st := model.LifecycleStatus(strings.ToUpper(in.LifeCycleStatus))
 		if !slices.Contains(lifecycleStates, st) {

@@ -383,9 +383,24 @@ func (p *Portal) createAPI(w http.ResponseWriter, r *http.Request) {
 	p.create(w, r, in)
 }
 
+// apiModel is in as an API, with the problems of in and of its endpoints:
+// one pointing at a denied destination (Config.EndpointDeny) is refused.
+func (p *Portal) apiModel(in *apiDTO) (model.API, []string) {
+	api, problems := in.toModel()
+	for name, ep := range map[string]*model.Endpoint{"production_endpoints": api.Production, "sandbox_endpoints": api.Sandbox} {
+		if ep == nil {
+			continue
+		}
+		if err := p.endpointDeny.Check(ep.URL); err != nil {
+			problems = append(problems, "endpointConfig."+name+".url "+err.Error())
+		}
+	}
+	return api, problems
+}
+
 // create validates in and stores it as a new API owned by the caller.
 func (p *Portal) create(w http.ResponseWriter, r *http.Request, in apiDTO) {
-	api, problems := in.toModel()
+	api, problems := p.apiModel(&in)
 	if len(problems) > 0 {
 		badRequest(w, problems)
 		return
@@ -415,7 +430,7 @@ func (p *Portal) updateAPI(w http.ResponseWriter, r *http.Request) {
 	if !p.decodeJSON(w, r, &in) {
 		return
 	}
-	api, problems := in.toModel()
+	api, problems := p.apiModel(&in)
 	if in.ID != "" && in.ID != id {
 		problems = append(problems, "id "+strconv.Quote(in.ID)+" does not match the path's apiId")
 	}

@@ -298,3 +298,33 @@ func TestNameRules(t *testing.T) {
 	body["name"], body["version"], body["description"] = "Pet Store-v2_β", "v2.1.0-rc.1", "Line one.\nLine two.\tTabbed."
 	e.must(e.call("POST", pubBase+"/apis", "admin-token", body), 201, nil)
 }
+
+// TestEndpointDenied: an endpoint at a denied destination (Envoy's admin
+// port, a metadata address) is refused when the API is created or updated,
+// naming the field; nothing is stored.
+func TestEndpointDenied(t *testing.T) {
+	e := newEnv(t, 0)
+	for field, url := range map[string]string{
+		"production_endpoints": "http://127.0.0.1:9901/quitquitquit",
+		"sandbox_endpoints":    "http://169.254.169.254/latest/meta-data",
+	} {
+		body := petstoreBody()
+		body["endpointConfig"].(map[string]any)[field] = map[string]any{"url": url}
+		e.rejects(400, func() resp { return e.call("POST", pubBase+"/apis", "admin-token", body) },
+			"endpointConfig."+field+".url", "denied destination")
+	}
+	var api struct{ ID string }
+	e.must(e.call("POST", pubBase+"/apis", "admin-token", petstoreBody()), 201, &api)
+	body := petstoreBody()
+	body["endpointConfig"].(map[string]any)["production_endpoints"] = map[string]any{"url": "http://localhost:9901/"}
+	e.rejects(400, func() resp { return e.call("PUT", pubBase+"/apis/"+api.ID, "admin-token", body) }, "denied destination")
+	var got struct {
+		EndpointConfig struct {
+			Production struct{ URL string } `json:"production_endpoints"`
+		}
+	}
+	e.must(e.call("GET", pubBase+"/apis/"+api.ID, "viewer-token", nil), 200, &got)
+	if got.EndpointConfig.Production.URL != "http://backend.example:8080/v1" {
+		t.Errorf("after a refused PUT the endpoint is %q", got.EndpointConfig.Production.URL)
+	}
+}

@@ -133,6 +133,7 @@ func (s *Server) rebuildEnvironment(ctx context.Context, env string) (string, er
 		LimitInAuthz:      s.cfg.LimitInAuthz,
 		UpstreamCAFile:    s.cfg.UpstreamCAFile,
 		Limits:            s.cfg.Limits,
+		EndpointDeny:      s.cfg.EndpointDeny,
 	}
 	var serving envState
 	s.mu.Lock()

@@ -53,6 +53,8 @@ type Config struct {
 	Timeout  time.Duration // per environment load; default 10s
 	Logger   zerolog.Logger
 	Limits   ListenerLimits
+	// EndpointDeny are destinations no cluster is made for (Input.EndpointDeny).
+	EndpointDeny model.EndpointDeny
 	// GRPCOptions are more options of the ADS server (runner.GRPCRecovery).
 	GRPCOptions []grpc.ServerOption
 }

@@ -153,6 +153,9 @@ type Input struct {
 	// rate-limit service only to count bandwidth when a stream is done.
 	LimitInAuthz bool
 	Limits       ListenerLimits
+	// EndpointDeny are destinations no cluster is made for: an API with an
+	// endpoint there is not served, whatever the database holds.
+	EndpointDeny model.EndpointDeny
 }
 
 // ListenerLimits bound what a client may hold of the listener; a zero
@@ -514,6 +517,9 @@ func (t *translator) backend(ep *model.Endpoint) (*backend, error) {
 	}
 	if b, ok := t.backends[ep.URL]; ok {
 		return b, nil
+	}
+	if err := t.in.EndpointDeny.Check(ep.URL); err != nil {
+		return nil, fmt.Errorf("endpoint %q %w", ep.URL, err)
 	}
 	b, err := newBackend(ep.URL, t.in.UpstreamCAFile)
 	if err != nil {

@@ -433,10 +433,13 @@ func TestTranslateErrors(t *testing.T) {
 	dupBase.API.ID = "other-api"
 	badVHost := ok
 	badVHost.VHost = "example.com:8443"
+	denied := testInput([]model.Deployment{withEndpoint(ok, "http://127.0.0.1:9901/quitquitquit")})
+	denied.EndpointDeny = model.DefaultEndpointDeny(9901)
 	tests := map[string]struct {
 		in   Input
 		want []string
 	}{
+		"denied endpoint":          {denied, []string{"api 0f6a1c2e-0001-4000-8000-000000000001", "127.0.0.1:9901 is a denied destination"}},
 		"invalid api named":        {testInput([]model.Deployment{ok, bad}), []string{"api bad-api (Hello 1.0.0)", "operations[0].target"}},
 		"two problems joined":      {testInput([]model.Deployment{bad, otherEnv}), []string{"api bad-api", "not Default"}},
 		"same api twice":           {testInput([]model.Deployment{ok, ok}), []string{"deployed twice"}},

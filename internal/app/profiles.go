@@ -228,7 +228,8 @@ func (s *system) controlPlaneParts(ctx context.Context) (*controlPlane, error) {
 	if err := st.EnsureDefaultPolicies(ctx); err != nil {
 		return nil, err
 	}
-	p, err := portal.New(portal.Config{Store: st, Tokens: km, Clients: km, Logger: s.log("portal")})
+	deny := s.cfg.EndpointDenyList()
+	p, err := portal.New(portal.Config{Store: st, Tokens: km, Clients: km, Logger: s.log("portal"), EndpointDeny: deny})
 	if err != nil {
 		return nil, err
 	}
@@ -257,6 +258,7 @@ func (s *system) controlPlaneParts(ctx context.Context) (*controlPlane, error) {
 		LimitInAuthz:      s.cfg.Gateway.RateLimitMode == config.RateLimitInAuthz,
 		Logger:            s.log("xds"),
 		GRPCOptions:       runner.GRPCRecovery("xds", s.log("xds"), s.panics),
+		EndpointDeny:      deny,
 		Limits: xds.ListenerLimits{
 			RequestHeadersTimeout: s.cfg.Gateway.RequestHeadersTimeout, IdleTimeout: s.cfg.Gateway.IdleTimeout,
 			MaxRequestHeadersKB: uint32(s.cfg.Gateway.MaxRequestHeadersKB), //nolint:gosec // G115: config.Validate keeps it in 1..8192

@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/apim-dev/apim/internal/model"
 )
 
 // Profiles.
@@ -115,6 +117,14 @@ type Gateway struct {
 	IdleTimeout           time.Duration `yaml:"idle_timeout"`
 	MaxRequestHeadersKB   int           `yaml:"max_request_headers_kb"`
 	MaxRequestBodyBytes   int64         `yaml:"max_request_body_bytes"`
+	// EndpointDeny are more destinations no API endpoint may point at
+	// (ADDR, ADDR/BITS, either with :PORT; IPv6 in brackets), besides the
+	// link-local ranges and this configuration's own ports on the local host,
+	// which are always denied.
+	EndpointDeny []string `yaml:"endpoint_deny"`
+	// EnvoyAdminPort is the Envoy admin port apim's bootstraps use, denied
+	// as an endpoint; default 9901.
+	EnvoyAdminPort int `yaml:"envoy_admin_port"`
 }
 
 // Values of gateway.rate_limit_mode.
@@ -161,6 +171,7 @@ func Default() Config {
 			IdleTimeout:           time.Minute,
 			MaxRequestHeadersKB:   60,
 			MaxRequestBodyBytes:   10 << 20,
+			EnvoyAdminPort:        9901,
 		},
 		KeyManager: KeyManager{Issuer: "https://localhost:9443/oauth2/token", AccessTokenTTL: time.Hour, RefreshTokenTTL: 24 * time.Hour},
 		Admin:      Admin{Username: "admin"},
@@ -321,6 +332,14 @@ func (c *Config) Validate() error {
 	if c.Gateway.MaxRequestBodyBytes < 1 {
 		bad("gateway.max_request_body_bytes", "must be at least 1, got %d", c.Gateway.MaxRequestBodyBytes)
 	}
+	for i, rule := range c.Gateway.EndpointDeny {
+		if _, err := model.ParseDenyRule(rule); err != nil {
+			bad(fmt.Sprintf("gateway.endpoint_deny[%d]", i), "%v", err)
+		}
+	}
+	if c.Gateway.EnvoyAdminPort < 1 || c.Gateway.EnvoyAdminPort > 65535 {
+		bad("gateway.envoy_admin_port", "want 1 to 65535, got %d", c.Gateway.EnvoyAdminPort)
+	}
 	if c.Gateway.FleetSize < 0 {
 		bad("gateway.fleet_size", "must not be negative")
 	}
@@ -372,4 +391,27 @@ func (c *Config) Validate() error {
 		bad("admin.password", "the control-plane profile needs an admin password (APIM_ADMIN_PASSWORD)")
 	}
 	return errors.Join(errs...)
+}
+
+// EndpointDenyList is the deny list of API endpoints: link-local ranges, the
+// ports this configuration listens on or points Envoy at on the local host
+// (REST, ops, xDS, sidecar, gateway listener, Envoy admin, the private
+// PostgreSQL and the embedded Kafka broker), and gateway.endpoint_deny.
+// Validate has checked the rules.
+func (c *Config) EndpointDenyList() model.EndpointDeny {
+	ports := []uint16{uint16(c.Gateway.ListenerPort), uint16(c.Gateway.EnvoyAdminPort), uint16(c.Database.PrivatePort)} //nolint:gosec // G115: Validate keeps ports in range
+	for _, addr := range []string{c.HTTP.Address, c.Ops.Address, c.XDS.Address, c.Gateway.SidecarAddress, c.Kafka.EmbeddedAddress} {
+		if _, port, err := net.SplitHostPort(addr); err == nil {
+			if p, err := strconv.ParseUint(port, 10, 16); err == nil {
+				ports = append(ports, uint16(p))
+			}
+		}
+	}
+	d := model.DefaultEndpointDeny(ports...)
+	for _, rule := range c.Gateway.EndpointDeny {
+		if r, err := model.ParseDenyRule(rule); err == nil {
+			d = append(d, r)
+		}
+	}
+	return d
 }
