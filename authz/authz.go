@@ -53,7 +53,7 @@ const (
 )
 
 // HeaderAPIKey is WSO2's header for an API key.
-const HeaderAPIKey = "apikey"
+const HeaderAPIKey = model.APIKeyHeader
 
 // HeaderKeyType is the request header that tells the route which key type,
 // and so which cluster, the request is for.

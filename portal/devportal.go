@@ -34,6 +34,7 @@ func (p *Portal) devportalRoutes(r chi.Router) {
 	r.Get("/openapi.yaml", serveDoc(devportalDoc))
 	r.With(p.authn(true, scopesDevAPIs)).Get("/apis", p.devListAPIs)
 	r.With(p.authn(true, scopesDevAPIs)).Get("/apis/{apiId}", p.devGetAPI)
+	r.With(p.authn(true, scopesDevAPIs)).Get("/apis/{apiId}/swagger", p.devGetSwagger) // definitions.go
 	r.With(p.authn(true, scopesDevAPIs)).Get("/search", p.search(DevportalBase, true)) // search.go
 	p.devPolicyRoutes(r)                                                               // devpolicies.go
 	r.With(p.authorize(scopesApps...)).Post("/applications", p.createApplication)
@@ -101,16 +102,20 @@ func (p *Portal) devListAPIs(w http.ResponseWriter, r *http.Request) {
 }
 
 func (p *Portal) devGetAPI(w http.ResponseWriter, r *http.Request) {
-	id := chi.URLParam(r, "apiId")
-	api, err := p.store.GetAPI(r.Context(), id)
+	if api, ok := p.shownAPI(w, r); ok {
+		writeJSON(w, http.StatusOK, toDevAPIDTO(api))
+	}
+}
+
+// shownAPI is the API of the path's apiId when the devportal shows it to
+// the caller; otherwise it writes the error and answers false.
+func (p *Portal) shownAPI(w http.ResponseWriter, r *http.Request) (*model.API, bool) {
+	api, err := p.store.GetAPI(r.Context(), chi.URLParam(r, "apiId"))
 	if err != nil {
 		p.fail(w, r, err)
-		return
+		return nil, false
 	}
-	if !p.shows(w, r, api) {
-		return
-	}
-	writeJSON(w, http.StatusOK, toDevAPIDTO(api))
+	return api, p.shows(w, r, api)
 }
 
 // shows reports whether the devportal shows the caller api: published or

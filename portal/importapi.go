@@ -6,7 +6,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"sort"
 	"strings"
@@ -50,10 +49,6 @@ func (p *Portal) importOpenAPI(w http.ResponseWriter, r *http.Request) {
 	}
 	defer cleanup()
 	var problems []string
-	file, _, err := r.FormFile("file")
-	if err != nil {
-		problems = append(problems, "file is required: the OpenAPI 3 or Swagger 2 definition as a multipart file part")
-	}
 	var in apiDTO
 	props := r.FormValue("additionalProperties")
 	if props == "" {
@@ -65,22 +60,17 @@ func (p *Portal) importOpenAPI(w http.ResponseWriter, r *http.Request) {
 			problems = append(problems, "additionalProperties is not a valid API object: "+err.Error())
 		}
 	}
-	if len(problems) > 0 {
-		if file != nil {
-			_ = file.Close()
-		}
-		badRequest(w, problems)
-		return
-	}
-	defer file.Close()
-	data, err := io.ReadAll(file)
+	data, err := p.readDefinition(r, "inlineAPIDefinition")
 	if err != nil {
-		badRequest(w, []string{"file cannot be read: " + err.Error()})
+		problems = append(problems, err.Error())
+	}
+	if len(problems) > 0 {
+		badRequest(w, problems)
 		return
 	}
 	doc, err := parseOpenAPI(r.Context(), data)
 	if err != nil {
-		badRequest(w, []string{"file is not a valid OpenAPI definition: " + err.Error()})
+		badRequest(w, []string{"the definition is not a valid OpenAPI definition: " + err.Error()})
 		return
 	}
 	if in.Name == "" && doc.Info != nil {
@@ -93,18 +83,42 @@ func (p *Portal) importOpenAPI(w http.ResponseWriter, r *http.Request) {
 		in.Description = doc.Info.Description
 	}
 	in.Operations = operationsOf(doc)
-	p.create(w, r, in)
+	def, err := json.Marshal(doc)
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	p.create(w, r, in, string(def))
+}
+
+// definitionHead is the version field of a definition.
+type definitionHead struct {
+	Swagger string `yaml:"swagger"`
+	OpenAPI string `yaml:"openapi"`
+}
+
+// Version is the definition's own version, "2.0" or "3.x.y".
+func (h definitionHead) Version() string {
+	if h.Swagger != "" {
+		return h.Swagger
+	}
+	return h.OpenAPI
+}
+
+func readHead(data []byte) (definitionHead, error) {
+	var head definitionHead
+	if err := yaml.Unmarshal(data, &head); err != nil {
+		return head, fmt.Errorf("neither JSON nor YAML: %w", err)
+	}
+	return head, nil
 }
 
 // parseOpenAPI parses and validates an OpenAPI 3 (JSON or YAML) or Swagger
 // 2 definition, converting Swagger 2 to OpenAPI 3.
 func parseOpenAPI(ctx context.Context, data []byte) (*openapi3.T, error) {
-	var head struct {
-		Swagger string `yaml:"swagger"`
-		OpenAPI string `yaml:"openapi"`
-	}
-	if err := yaml.Unmarshal(data, &head); err != nil {
-		return nil, fmt.Errorf("neither JSON nor YAML: %w", err)
+	head, err := readHead(data)
+	if err != nil {
+		return nil, err
 	}
 	var doc *openapi3.T
 	switch {
@@ -123,7 +137,6 @@ func parseOpenAPI(ctx context.Context, data []byte) (*openapi3.T, error) {
 	case strings.HasPrefix(head.OpenAPI, "3."):
 		loader := openapi3.NewLoader()
 		loader.IsExternalRefsAllowed = false
-		var err error
 		if doc, err = loader.LoadFromData(data); err != nil {
 			return nil, fmt.Errorf("openapi 3: %w", err)
 		}

@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -822,20 +821,11 @@ paths:
 
 func multipartBody(t *testing.T, file, props string) (io.Reader, string) {
 	t.Helper()
-	var buf bytes.Buffer
-	mw := multipart.NewWriter(&buf)
-	if file != "" {
-		fw, err := mw.CreateFormFile("file", "api.yaml")
-		if err != nil {
-			t.Fatal(err)
-		}
-		_, _ = fw.Write([]byte(file))
-	}
+	fields := map[string]string{}
 	if props != "" {
-		_ = mw.WriteField("additionalProperties", props)
+		fields["additionalProperties"] = props
 	}
-	_ = mw.Close()
-	return &buf, mw.FormDataContentType()
+	return multipartFields(t, file, fields)
 }
 
 func TestImportOpenAPI(t *testing.T) {
@@ -873,7 +863,7 @@ func TestImportOpenAPI(t *testing.T) {
 		"missing info":       {"openapi: 3.0.0\npaths:\n  /a:\n    get:\n      responses: {\"200\": {description: ok}}\n", props, []string{"info"}},
 		"bad path param":     {"openapi: 3.0.0\ninfo: {title: t, version: '1'}\npaths:\n  /a/{id}:\n    get:\n      responses: {\"200\": {description: ok}}\n", props, []string{"id"}},
 		"no paths":           {"openapi: 3.0.0\ninfo: {title: t, version: '1'}\npaths: {}\n", props, []string{"no paths"}},
-		"no file":            {"", props, []string{"file is required"}},
+		"no file":            {"", props, []string{"give exactly one of file"}},
 		"no properties":      {openapi3YAML, "", []string{"additionalProperties is required"}},
 		"unknown property":   {openapi3YAML, `{"context":"/c","colour":"blue"}`, []string{`unknown field "colour"`}},
 		"properties missing": {openapi3YAML, `{"name":"C"}`, []string{"context is required", "endpointConfig is required"}},

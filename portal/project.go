@@ -108,7 +108,12 @@ func (p *Portal) exportAPI(w http.ResponseWriter, r *http.Request) {
 		p.fail(w, r, err)
 		return
 	}
-	data, err := buildProject(api, deps, format, preserveStatus)
+	stored, err := p.store.APIDefinition(r.Context(), api.ID)
+	if err != nil {
+		p.fail(w, r, err)
+		return
+	}
+	data, err := buildProject(api, stored, deps, format, preserveStatus)
 	if err != nil {
 		p.fail(w, r, err)
 		return
@@ -181,8 +186,9 @@ func (p *Portal) exportedRevision(w http.ResponseWriter, r *http.Request, api *m
 
 func projectFolder(api *model.API) string { return api.Name + "-" + api.Version }
 
-// buildProject writes the apictl project of api deployed at deps.
-func buildProject(api *model.API, deps []store.DeploymentInfo, format string, preserveStatus bool) ([]byte, error) {
+// buildProject writes the apictl project of api, with its stored
+// definition (definitionOf), deployed at deps.
+func buildProject(api *model.API, stored string, deps []store.DeploymentInfo, format string, preserveStatus bool) ([]byte, error) {
 	dto := toAPIDTO(api)
 	if !preserveStatus {
 		dto.LifeCycleStatus = string(model.StatusCreated)
@@ -192,7 +198,7 @@ func buildProject(api *model.API, deps []store.DeploymentInfo, format string, pr
 		show := d.DisplayOnDevportal
 		envs = append(envs, deploymentEnvDTO{DisplayOnDevportal: &show, DeploymentEnvironment: d.Environment, DeploymentVhost: d.VHost})
 	}
-	def, err := json.Marshal(minimalOpenAPI(api))
+	def, err := json.Marshal(definitionOf(api, stored))
 	if err != nil {
 		return nil, fmt.Errorf("encode openapi definition: %w", err)
 	}
@@ -359,7 +365,7 @@ func (p *Portal) importAPI(w http.ResponseWriter, r *http.Request) {
 		perr.write(w)
 		return
 	}
-	in, targets, perr := proj.decode(r)
+	in, targets, definition, perr := proj.decode(r)
 	if perr != nil {
 		perr.write(w)
 		return
@@ -381,7 +387,7 @@ func (p *Portal) importAPI(w http.ResponseWriter, r *http.Request) {
 		api.Provider = in.Provider
 	}
 	res, err := p.store.ImportAPI(r.Context(), api, store.ImportOptions{
-		Overwrite: overwrite, Targets: targets, Rotate: rotate, RevisionDescription: "Imported",
+		Overwrite: overwrite, Targets: targets, Rotate: rotate, RevisionDescription: "Imported", Definition: definition,
 	})
 	if err != nil {
 		p.fail(w, r, err)
@@ -532,33 +538,36 @@ func readEntry(f *zip.File, limit int64) ([]byte, *projectError) {
 
 // decode reads the project's API, with its resources from the definition
 // when api.yaml lists none, and where to deploy it.
-func (proj *project) decode(r *http.Request) (apiDTO, []store.EnvTarget, *projectError) {
-	var in apiDTO
+func (proj *project) decode(r *http.Request) (in apiDTO, targets []store.EnvTarget, definition string, perr *projectError) {
 	name, raw := proj.pick("api")
 	if raw == nil {
-		return in, nil, invalidProject("the project has no api.yaml or api.json in its top folder %s/", proj.top)
+		return in, nil, "", invalidProject("the project has no api.yaml or api.json in its top folder %s/", proj.top)
 	}
 	if perr := decodeProjectFile(name, raw, typeAPI, &in); perr != nil {
-		return in, nil, perr
+		return in, nil, "", perr
 	}
 	if name, raw := proj.pick("Definitions/swagger"); raw != nil {
 		doc, err := parseOpenAPI(r.Context(), raw)
 		if err != nil {
-			return in, nil, invalidProject("%s is not a valid OpenAPI definition: %v", name, err)
+			return in, nil, "", invalidProject("%s is not a valid OpenAPI definition: %v", name, err)
 		}
 		if len(in.Operations) == 0 {
 			in.Operations = operationsOf(doc)
 		}
+		def, err := json.Marshal(doc)
+		if err != nil {
+			return in, nil, "", invalidProject("%s cannot be stored: %v", name, err)
+		}
+		definition = string(def)
 	}
-	var targets []store.EnvTarget
 	if name, raw := proj.pick("deployment_environments"); raw != nil {
 		var envs []deploymentEnvDTO
 		if perr := decodeProjectFile(name, raw, typeDeployEnvs, &envs); perr != nil {
-			return in, nil, perr
+			return in, nil, "", perr
 		}
 		for i, e := range envs {
 			if e.DeploymentEnvironment == "" {
-				return in, nil, invalidProject("%s: data[%d].deploymentEnvironment is required", name, i)
+				return in, nil, "", invalidProject("%s: data[%d].deploymentEnvironment is required", name, i)
 			}
 			show := true
 			if e.DisplayOnDevportal != nil {
@@ -567,7 +576,7 @@ func (proj *project) decode(r *http.Request) (apiDTO, []store.EnvTarget, *projec
 			targets = append(targets, store.EnvTarget{Name: e.DeploymentEnvironment, VHost: e.DeploymentVhost, DisplayOnDevportal: show})
 		}
 	}
-	return in, targets, nil
+	return in, targets, definition, nil
 }
 
 // pick is the YAML file of base, else its JSON one, with its name.

@@ -46,7 +46,8 @@ func (p *Portal) publisherRoutes(r chi.Router) {
 	r.With(p.authorize(scopesSubView...)).Get("/subscriptions", p.pubListSubscriptions)
 	r.With(p.authorize(scopesSubBlock...)).Post("/subscriptions/block-subscription", p.blockSubscription)
 	r.With(p.authorize(scopesSubBlock...)).Post("/subscriptions/unblock-subscription", p.unblockSubscription)
-	p.revisionRoutes(r) // revisions.go
+	p.revisionRoutes(r)   // revisions.go
+	p.definitionRoutes(r) // definitions.go
 }
 
 // apiDTO is WSO2's APIDTO (publisher v4): every property of WSO2's
@@ -380,7 +381,7 @@ func (p *Portal) createAPI(w http.ResponseWriter, r *http.Request) {
 	if !p.decodeJSON(w, r, &in) {
 		return
 	}
-	p.create(w, r, in)
+	p.create(w, r, in, "")
 }
 
 // apiModel is in as an API, with the problems of in and of its endpoints:
@@ -399,14 +400,22 @@ func (p *Portal) apiModel(in *apiDTO) (model.API, []string) {
 }
 
 // create validates in and stores it as a new API owned by the caller.
-func (p *Portal) create(w http.ResponseWriter, r *http.Request, in apiDTO) {
+// create stores a new API from in, with the OpenAPI definition (JSON) its
+// operations came from, "" for none.
+func (p *Portal) create(w http.ResponseWriter, r *http.Request, in apiDTO, definition string) {
 	api, problems := p.apiModel(&in)
 	if len(problems) > 0 {
 		badRequest(w, problems)
 		return
 	}
 	api.Provider = subject(r)
-	created, err := p.store.CreateAPI(r.Context(), api)
+	var created *model.API
+	var err error
+	if definition == "" {
+		created, err = p.store.CreateAPI(r.Context(), api)
+	} else {
+		created, err = p.store.PutAPIWithDefinition(r.Context(), api, definition)
+	}
 	if err != nil {
 		p.fail(w, r, err)
 		return

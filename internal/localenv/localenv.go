@@ -48,7 +48,7 @@ func FreePorts(n int) ([]int, error) {
 		if tries == 1000 {
 			return nil, fmt.Errorf("find a free port below %d: 1000 tries", low)
 		}
-		port := portFloor + rand.IntN(low-portFloor)
+		port := portFloor + rand.IntN(low-portFloor) //nolint:gosec // G404: a test port, not a secret
 		if handed[port] {
 			continue
 		}

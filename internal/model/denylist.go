@@ -118,10 +118,21 @@ func (d EndpointDeny) Check(raw string) error {
 		addrs = []netip.Addr{a.Unmap()}
 	}
 	for _, a := range addrs {
-		for _, r := range d {
-			if r.Prefix.Contains(a) && (r.Port == 0 || uint64(r.Port) == p) {
-				return fmt.Errorf("%w: %s:%d is a denied destination (%s: an admin, xDS or ops port, or a metadata address)", ErrInvalid, host, p, r)
-			}
+		if err := d.CheckAddr(netip.AddrPortFrom(a, uint16(p))); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// CheckAddr refuses a denied address and port: what a connection made by
+// apim itself (fetching a definition by URL) checks once the name is
+// resolved, so that no host name can lead it to a denied address.
+func (d EndpointDeny) CheckAddr(ap netip.AddrPort) error {
+	a := ap.Addr().Unmap()
+	for _, r := range d {
+		if r.Prefix.Contains(a) && (r.Port == 0 || r.Port == ap.Port()) {
+			return fmt.Errorf("%w: %s is a denied destination (%s: an admin, xDS or ops port, or a metadata address)", ErrInvalid, netip.AddrPortFrom(a, ap.Port()), r)
 		}
 	}
 	return nil

@@ -149,6 +149,9 @@ const (
 	SchemeMandatory = "oauth_basic_auth_api_key_mandatory"
 )
 
+// APIKeyHeader is WSO2's request header for an API key.
+const APIKeyHeader = "apikey"
+
 // DefaultSecurityScheme is the security scheme of an API that names none.
 var DefaultSecurityScheme = []string{SchemeOAuth2}
 

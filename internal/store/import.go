@@ -25,6 +25,9 @@ type ImportOptions struct {
 	Rotate bool
 	// RevisionDescription describes the new revision.
 	RevisionDescription string
+	// Definition is the OpenAPI definition (JSON) kept with the API, as
+	// PutAPIWithDefinition; "" for none.
+	Definition string
 }
 
 // ImportResult is what ImportAPI stored.
@@ -62,6 +65,9 @@ func (s *Store) ImportAPI(ctx context.Context, api model.API, opts ImportOptions
 			res.Created = true
 		}
 		res.API = &api
+		if err := setDefinition(ctx, tx, api.ID, opts.Definition); err != nil {
+			return err
+		}
 		if len(opts.Targets) == 0 {
 			return nil
 		}
